@@ -1,0 +1,1 @@
+"""The immunefl ClientApp: benign local training (and, with later issues, defenses/attacks)."""

@@ -1,0 +1,78 @@
+"""ClientApp: `train` (local SGD on the node's partition), `evaluate`, and `query.whoami`."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client_app.node import NodeIdentity, configure_torch_threads, node_data
+from immunefl.models import build_model
+from immunefl.seeding import torch_generator
+from immunefl.training import evaluate as evaluate_model
+from immunefl.training import resolve_device, train_sgd
+
+configure_torch_threads()
+app = ClientApp()
+
+
+def _model_from(msg: Message, context: Context):
+    cfg = context.run_config
+    model = build_model(str(cfg["model"]), str(cfg["dataset"]))
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return model
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received global model on this node's partition for `local-epochs`."""
+    cfg = context.run_config
+    identity = NodeIdentity.from_configs(context.node_config, cfg)
+    dataset, indices = node_data(identity, cfg)
+    device = resolve_device(str(cfg["device"]))
+    model = _model_from(msg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    generator = torch_generator(int(cfg["seed"]), "client-data", server_round, identity.partition_id)
+    result = train_sgd(
+        model,
+        dataset,
+        dataset.train,
+        indices,
+        epochs=int(cfg["local-epochs"]),
+        batch_size=int(cfg["batch-size"]),
+        lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]),
+        generator=generator,
+        device=device,
+    )
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    metrics = MetricRecord(
+        {"train_loss": result.mean_loss, "num-examples": result.num_examples, "steps": result.steps}
+    )
+    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Loss and accuracy of the received model on this node's training partition."""
+    cfg = context.run_config
+    identity = NodeIdentity.from_configs(context.node_config, cfg)
+    dataset, indices = node_data(identity, cfg)
+    model = _model_from(msg, context)
+    loss, acc = evaluate_model(model, dataset, dataset.train, resolve_device(str(cfg["device"])),
+                               indices=indices)
+    metrics = MetricRecord({"eval_loss": loss, "eval_acc": acc, "num-examples": int(indices.numel())})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.query("whoami")
+def whoami(msg: Message, context: Context) -> Message:
+    """Report this node's partition and role (the server cannot read node configs)."""
+    identity = NodeIdentity.from_configs(context.node_config, context.run_config)
+    info = ConfigRecord(
+        {
+            "partition-id": identity.partition_id,
+            "num-partitions": identity.num_partitions,
+            "role": identity.role,
+        }
+    )
+    return Message(RecordDict({"whoami": info}), reply_to=msg)

@@ -1,0 +1,70 @@
+"""A node's identity and data, read from its node config and the run config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from attacks import ROLES
+from immunefl.data import Dataset, load_dataset
+from immunefl.partition import cached_partitions
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who this node is: its partition of the training set and its role."""
+
+    partition_id: int
+    num_partitions: int
+    role: str
+
+    @classmethod
+    def from_configs(
+        cls, node_config: Mapping[str, Any], run_config: Mapping[str, Any]
+    ) -> NodeIdentity:
+        """Validate the node config against the run config (clear errors for bad deploys)."""
+        missing = [k for k in ("partition-id", "num-partitions") if k not in node_config]
+        if missing:
+            raise ValueError(
+                f"node config lacks {', '.join(missing)}; start the SuperNode with "
+                '--node-config "partition-id=<i> num-partitions=<n>"'
+            )
+        pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
+        if n != int(run_config["num-partitions"]):
+            raise ValueError(
+                f"node config num-partitions={n} differs from run config "
+                f"num-partitions={run_config['num-partitions']} (in simulation, set "
+                "num-supernodes equal to num-partitions)"
+            )
+        if not 0 <= pid < n:
+            raise ValueError(f"node config partition-id={pid} is outside [0, {n})")
+        role = str(node_config.get("role", "benign"))
+        if role not in ROLES:
+            raise ValueError(f"node config role='{role}'; valid: {', '.join(ROLES)}")
+        return cls(pid, n, role)
+
+
+def node_data(identity: NodeIdentity, run_config: Mapping[str, Any]) -> tuple[Dataset, torch.Tensor]:
+    """The dataset (cached per process) and this node's training indices."""
+    dataset = load_dataset(str(run_config["dataset"]), str(run_config["data-dir"]))
+    parts = cached_partitions(
+        str(run_config["dataset"]),
+        str(run_config["data-dir"]),
+        str(run_config["partitioning"]),
+        identity.num_partitions,
+        int(run_config["seed"]),
+        float(run_config["dirichlet-alpha"]),
+    )
+    return dataset, parts[identity.partition_id]
+
+
+def configure_torch_threads() -> None:
+    """One intra-op thread per actor by default (many actors share a machine's cores).
+
+    ``IMMUNEFL_TORCH_THREADS`` overrides (e.g. when each client is given several CPUs).
+    """
+    torch.set_num_threads(max(1, int(os.environ.get("IMMUNEFL_TORCH_THREADS", "1"))))

@@ -1,0 +1,218 @@
+"""The one run-config schema (``[tool.flwr.app.config]`` in pyproject.toml) and its validation.
+
+`load_schema` reads the declared keys and defaults; `resolve_config` layers a YAML file and
+``key=value`` overrides on top; `validate_config` checks types, ranges and combinations and
+raises one `ConfigError` listing every problem, each naming its key and what is allowed.
+The ServerApp validates again (for users who call ``flwr run`` directly).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from immunefl.data import DATASETS
+from immunefl.models import MODEL_DATASETS, MODELS
+from immunefl.partition import PARTITIONINGS
+
+Scalar = bool | int | float | str
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = PROJECT_ROOT / "pyproject.toml"
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "partitioning": PARTITIONINGS,
+    "model": MODELS,
+    "device": ("auto", "cpu", "cuda"),
+}
+POSITIVE_INTS = (
+    "num-partitions",
+    "num-server-rounds",
+    "clients-per-round",
+    "local-epochs",
+    "batch-size",
+)
+
+
+class ConfigError(ValueError):
+    """One or more invalid run-config entries; `problems` lists them, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid run config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_schema(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
+    """The declared run-config keys and their defaults, in declaration order."""
+    with open(pyproject, "rb") as fh:
+        data = tomllib.load(fh)
+    try:
+        return dict(data["tool"]["flwr"]["app"]["config"])
+    except KeyError as exc:
+        raise ConfigError([f"{pyproject} has no [tool.flwr.app.config] table"]) from exc
+
+
+def _unknown(key: str, schema: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(schema), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"unknown key '{key}'{hint}; declared keys: {', '.join(schema)}"
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string"}.get(type(value), "value")
+
+
+def coerce(key: str, value: Any, default: Scalar) -> Scalar:
+    """Return `value` as the type of `default`, or raise ValueError naming `key`."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(default, str):
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ValueError(
+        f"'{key}' must be a {_type_name(default)} (like its default {default!r}), got {value!r}"
+    )
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; raises ConfigError on an item without '='."""
+    out: dict[str, str] = {}
+    bad = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            bad.append(f"override '{item}' is not of the form key=value")
+            continue
+        out[key.strip()] = value.strip()
+    if bad:
+        raise ConfigError(bad)
+    return out
+
+
+def read_yaml_config(path: Path) -> dict[str, Any]:
+    """A flat mapping of run-config keys from a YAML file (no validation yet)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError([f"config file {path} does not exist"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path} is not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path} must be a mapping of key: value"])
+    return data
+
+
+def resolve_config(
+    yaml_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    schema: Mapping[str, Scalar] | None = None,
+) -> dict[str, Scalar]:
+    """Defaults <- YAML file <- overrides, type-coerced and validated."""
+    schema = dict(schema if schema is not None else load_schema())
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if yaml_path is not None:
+        layers.append((str(yaml_path), read_yaml_config(Path(yaml_path))))
+    if overrides:
+        layers.append(("--set", overrides))
+    config = dict(schema)
+    problems: list[str] = []
+    for origin, layer in layers:
+        for key, value in layer.items():
+            if key not in schema:
+                problems.append(f"{origin}: {_unknown(key, schema)}")
+                continue
+            try:
+                config[key] = coerce(key, value, schema[key])
+            except ValueError as exc:
+                problems.append(f"{origin}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return validate_config(config, schema)
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Scalar] | None = None
+) -> dict[str, Scalar]:
+    """Check every key of a full run config; return it unchanged or raise ConfigError."""
+    schema = schema if schema is not None else load_schema()
+    problems: list[str] = []
+    for key in config:
+        if key not in schema:
+            problems.append(_unknown(key, schema))
+    for key, default in schema.items():
+        if key not in config:
+            problems.append(f"missing key '{key}'")
+            continue
+        try:
+            coerce(key, config[key], default)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+    c = dict(config)
+    for key, valid in CHOICES.items():
+        if c[key] not in valid:
+            problems.append(f"'{key}' is '{c[key]}'; valid: {', '.join(valid)}")
+    for key in POSITIVE_INTS:
+        if int(c[key]) < 1:
+            problems.append(f"'{key}' must be a positive integer, got {c[key]}")
+    if not (math.isfinite(float(c["lr"])) and float(c["lr"]) > 0):
+        problems.append(f"'lr' must be a finite number > 0, got {c['lr']}")
+    if not 0.0 <= float(c["momentum"]) < 1.0:
+        problems.append(f"'momentum' must be in [0, 1), got {c['momentum']}")
+    if not (math.isfinite(float(c["dirichlet-alpha"])) and float(c["dirichlet-alpha"]) > 0):
+        problems.append(f"'dirichlet-alpha' must be > 0, got {c['dirichlet-alpha']}")
+    if int(c["clients-per-round"]) > int(c["num-partitions"]):
+        problems.append(
+            f"'clients-per-round' ({c['clients-per-round']}) must be <= "
+            f"'num-partitions' ({c['num-partitions']})"
+        )
+    if c["model"] in MODEL_DATASETS and c["dataset"] not in MODEL_DATASETS[c["model"]]:
+        problems.append(
+            f"'model' {c['model']} does not fit 'dataset' {c['dataset']}; "
+            f"models for {c['dataset']}: "
+            + ", ".join(m for m, ds in MODEL_DATASETS.items() if c["dataset"] in ds)
+        )
+    if any(ch in str(c["run-name"]) for ch in "/\\") or str(c["run-name"]) in (".", ".."):
+        problems.append(f"'run-name' must be a plain directory name, got {c['run-name']!r}")
+    from strategies import STRATEGIES  # local import: strategies import flwr
+
+    if c["strategy"] not in STRATEGIES:
+        problems.append(f"'strategy' is '{c['strategy']}'; valid: {', '.join(STRATEGIES)}")
+    if problems:
+        raise ConfigError(problems)
+    return c

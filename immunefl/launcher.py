@@ -1,0 +1,268 @@
+"""Run the app on a local simulation SuperLink that this process starts, watches and stops.
+
+`flwr run` against Flower's ``:local:`` connection spawns a detached SuperLink on fixed ports that
+outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulation` instead:
+
+1. starts ``flower-superlink --simulation`` itself on free loopback ports, in its own process
+   group, with a private ``FLWR_HOME`` and runtime dependency installation disabled;
+2. submits runs with ``flwr run APP <connection> --stream`` (several runs may reuse one
+   SuperLink, e.g. the points of a sweep) and reads each run's final status from ``flwr ls``;
+3. stops everything it started when leaving the context. The SuperLink detaches its SuperExec
+   (new session), which starts the simulation and Ray, so process groups do not cover them:
+   every process we start carries a unique ``IMMUNEFL_SIM_TAG`` in its environment, inherited
+   by all descendants, and `stop` ends the SuperLink, then any process still carrying the tag
+   (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+CONNECTION = "immunefl-sim"
+TAG_VAR = "IMMUNEFL_SIM_TAG"
+FLWR_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+class RunFailed(RuntimeError):
+    """A run did not finish with status ``finished:completed``."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: int
+    status: str
+    seconds: float
+
+
+def flwr_env(flwr_home: Path) -> dict[str, str]:
+    """The environment every Flower process of ours gets."""
+    env = dict(os.environ)
+    env.update(FLWR_ENV)
+    env["FLWR_HOME"] = str(flwr_home)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Flower spawns `flower-superexec` & co. by name: put this interpreter's bin dir first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"'{name}' not found; install the project (pip install -e .)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSimulation:
+    """A private local simulation SuperLink (use as a context manager)."""
+
+    def __init__(self, app_dir: Path, flwr_home: Path, startup_timeout: float = 60.0) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self.flwr_home = Path(flwr_home).resolve()
+        self.startup_timeout = startup_timeout
+        self.tag = uuid.uuid4().hex
+        self.env = flwr_env(self.flwr_home)
+        self.env[TAG_VAR] = self.tag
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalSimulation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        state_dir = self.flwr_home / "superlink"
+        state_dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        command = [
+            _bin("flower-superlink"), "--insecure", "--simulation",
+            "--isolation", "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--control-api-address", f"127.0.0.1:{free_port()}",
+            "--fleet-api-address", f"127.0.0.1:{free_port()}",
+            "--database", str(state_dir / f"state-{self.port}.db"),
+        ]
+        self.log_path = state_dir / f"superlink-{self.port}.log"
+        with open(self.log_path, "wb") as log_fh:
+            self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed args
+                command, env=self.env, stdout=log_fh, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.flwr_home,
+            )
+        self._write_connection()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"flower-superlink exited with code {self.process.returncode}; "
+                    f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}"
+                )
+            if self._healthy():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"flower-superlink not ready after {self.startup_timeout:.0f}s")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _write_connection(self) -> None:
+        config = {
+            "superlink": {
+                "default": CONNECTION,
+                CONNECTION: {"address": f"127.0.0.1:{self.port}", "insecure": True},
+            }
+        }
+        (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the SuperLink, then every process still carrying this instance's tag."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            pids = tagged_pids(self.tag)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and tagged_pids(self.tag):
+                time.sleep(0.2)
+        self.process = None
+
+    # ------------------------------------------------------------------ runs
+    def run(
+        self,
+        run_config_file: Path,
+        num_supernodes: int,
+        cpus_per_client: int = 1,
+        gpus_per_client: float = 0.0,
+        stream: bool = True,
+        echo=print,
+    ) -> RunOutcome:
+        """Submit one run, stream its log through `echo`, wait, and return its final status."""
+        if self.process is None:
+            raise RuntimeError("SuperLink not started")
+        federation = (
+            f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client} "
+            f"client-resources-num-gpus={gpus_per_client}"
+        )
+        command = [
+            _bin("flwr"), "run", str(self.app_dir), CONNECTION,
+            "--run-config", str(run_config_file), "--federation-config", federation,
+        ]
+        if stream:
+            command.append("--stream")
+        t0 = time.perf_counter()
+        run_id: int | None = None
+        with subprocess.Popen(  # noqa: S603
+            command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1,
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                echo(line.rstrip("\n"))
+                match = re.search(r"Successfully started run (\d+)", line)
+                if match:
+                    run_id = int(match.group(1))
+            proc.wait()
+        if run_id is None:
+            raise RunFailed(f"`flwr run` did not start a run (exit code {proc.returncode})")
+        status = self.wait_for(run_id)
+        return RunOutcome(run_id, status, time.perf_counter() - t0)
+
+    def status(self, run_id: int) -> str:
+        out = subprocess.run(  # noqa: S603
+            [_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+            env=self.env, capture_output=True, text=True, check=False,
+        )
+        try:
+            runs = json.loads(out.stdout)["runs"]
+            return str(runs[0]["status"])
+        except (ValueError, KeyError, IndexError) as exc:
+            raise RunFailed(f"cannot read status of run {run_id}: {out.stdout}{out.stderr}") from exc
+
+    def wait_for(self, run_id: int, timeout: float = 600.0) -> str:
+        """Poll until the run is finished (the log stream can end a moment before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(run_id)
+            if status.startswith("finished") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.5)
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Live (non-zombie) processes whose environment holds ``IMMUNEFL_SIM_TAG=<tag>``."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    found = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            if needle not in (pid_dir / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(pid_dir.name))
+    return found
+
+
+def write_run_config(config: dict[str, Any], path: Path) -> Path:
+    """The run config as a TOML file for ``flwr run --run-config``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(config))
+    return path

@@ -1,0 +1,104 @@
+"""Local training and evaluation loops (plain PyTorch; used by clients, server and benchmarks).
+
+Batches are drawn from a seeded `torch.Generator` permutation of the client's indices, with no
+DataLoader worker processes: a Flower actor should use one core, and the data already sits in
+memory as a uint8 tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from immunefl.data import Dataset, ImageSplit
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda requested but torch.cuda.is_available() is False")
+    if requested not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device '{requested}'; valid: auto, cpu, cuda")
+    return torch.device(requested)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a local training run reports."""
+
+    num_examples: int
+    steps: int
+    mean_loss: float
+
+
+def train_sgd(
+    model: nn.Module,
+    dataset: Dataset,
+    split: ImageSplit,
+    indices: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    generator: torch.Generator,
+    device: torch.device,
+) -> TrainResult:
+    """Train `model` in place with SGD on ``split[indices]`` for `epochs` epochs.
+
+    Each epoch visits the indices in a fresh permutation drawn from `generator`; the last batch
+    may be smaller (no samples are dropped).
+    """
+    if indices.numel() == 0:
+        raise ValueError("cannot train on an empty partition")
+    model.to(device).train()
+    images = dataset.normalize(split.images[indices]).to(device)
+    labels = split.labels[indices].to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    n = labels.shape[0]
+    total_loss = torch.zeros((), device=device)
+    steps = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.detach()
+            steps += 1
+    return TrainResult(num_examples=n, steps=steps, mean_loss=float(total_loss) / max(steps, 1))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    split: ImageSplit,
+    device: torch.device,
+    indices: torch.Tensor | None = None,
+    batch_size: int = 1000,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of `model` on ``split`` (or ``split[indices]``)."""
+    model.to(device).eval()
+    images, labels = split.images, split.labels
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    n = labels.shape[0]
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for start in range(0, n, batch_size):
+        x = dataset.normalize(images[start : start + batch_size]).to(device)
+        y = labels[start : start + batch_size].to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    return float(loss_sum) / n, int(correct) / n

@@ -1,0 +1,1 @@
+"""The immunefl ServerApp: node discovery, seeded sampling, the round loop, evaluation, results."""

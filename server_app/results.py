@@ -1,0 +1,111 @@
+"""Results of a run on disk: ``<results-dir>/<run-name>/``.
+
+- ``config.json``: the full resolved run config (plus run metadata),
+- ``rounds.jsonl``: one JSON object per round, appended, flushed and fsynced line by line,
+- ``summary.json``: written at the end,
+- ``model.pt``: the final global model's ``state_dict``.
+
+Whole files are written to a temporary name, fsynced and renamed, so a crash never leaves a
+half-written file; a crash can at most lose the round being written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def default_run_name(config: Mapping[str, Any]) -> str:
+    """``<strategy>-<dataset>-<partitioning>-s<seed>-<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{config['strategy']}-{config['dataset']}-{config['partitioning']}-s{config['seed']}-{stamp}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; null says "not a number" explicitly
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a fsynced temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+
+
+class RunRecorder:
+    """Writes one run's results directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.rounds_path = self.run_dir / "rounds.jsonl"
+        if self.rounds_path.exists() and self.rounds_path.stat().st_size > 0:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run (rounds.jsonl is not empty); "
+                "choose another run-name or remove it"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+
+    def write_config(self, config: Mapping[str, Any], **meta: Any) -> None:
+        atomic_write_json(self.run_dir / "config.json", {**config, "_meta": meta})
+
+    def append_round(self, row: Mapping[str, Any]) -> None:
+        line = json.dumps(_jsonable(row), separators=(",", ":")) + "\n"
+        with open(self.rounds_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows.append(dict(row))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write_json(self.run_dir / "summary.json", summary)
+
+    def save_model(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        path = self.run_dir / "model.pt"
+        tmp = path.with_name(".model.pt.tmp")
+        torch.save(dict(state_dict), tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def summarize(rows: list[Mapping[str, Any]], wall_seconds: float) -> dict[str, Any]:
+    """Final/best benign accuracy and timing over the recorded rounds."""
+    accs = [(r["round"], r["benign_acc"]) for r in rows if r.get("benign_acc") is not None]
+    best_round, best_acc = max(accs, key=lambda t: t[1]) if accs else (None, None)
+    times = sorted(r["round_seconds"] for r in rows)
+    return {
+        "rounds_completed": len(rows),
+        "final_benign_acc": rows[-1]["benign_acc"] if rows else None,
+        "final_benign_loss": rows[-1]["benign_loss"] if rows else None,
+        "best_benign_acc": best_acc,
+        "best_round": best_round,
+        "median_round_seconds": times[len(times) // 2] if times else None,
+        "wall_seconds": wall_seconds,
+    }

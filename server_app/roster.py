@@ -1,0 +1,75 @@
+"""Who is in the federation: node id <-> partition id and role, learned by `query.whoami`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+from flwr.app import Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+WHOAMI = "query.whoami"
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The federation's nodes keyed by partition id."""
+
+    node_of: dict[int, int]  # partition id -> node id
+    role_of: dict[int, str]  # partition id -> role
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self.node_of)
+
+    def partition_of(self, node_id: int) -> int:
+        for pid, nid in self.node_of.items():
+            if nid == node_id:
+                return pid
+        raise KeyError(f"node {node_id} is not in the roster")
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """Block until `count` nodes are connected; raise TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(nodes)} of {count} nodes connected after {timeout:.0f}s "
+                "(in simulation, num-supernodes must equal num-partitions)"
+            )
+        time.sleep(0.5)
+    return nodes
+
+
+def discover(grid: Grid, num_partitions: int, timeout: float = 120.0) -> Roster:
+    """Ask every node `whoami`; check that partition ids 0..num_partitions-1 appear once each."""
+    nodes = wait_for_nodes(grid, num_partitions, timeout)
+    messages = [Message(RecordDict(), dst_node_id=nid, message_type=WHOAMI) for nid in nodes]
+    node_of: dict[int, int] = {}
+    role_of: dict[int, str] = {}
+    problems: list[str] = []
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        nid = reply.metadata.src_node_id
+        if reply.has_error():
+            problems.append(f"node {nid}: whoami failed: {reply.error.reason}")
+            continue
+        info = reply.content["whoami"]
+        pid = int(info["partition-id"])
+        if pid in node_of:
+            problems.append(f"nodes {node_of[pid]} and {nid} both claim partition {pid}")
+            continue
+        node_of[pid] = nid
+        role_of[pid] = str(info["role"])
+    missing = sorted(set(range(num_partitions)) - set(node_of))
+    if missing:
+        problems.append(f"no node reported partition(s) {missing[:10]}{'...' if len(missing) > 10 else ''}")
+    if problems:
+        for p in problems:
+            log(WARNING, "roster: %s", p)
+        raise RuntimeError("federation is inconsistent: " + "; ".join(problems[:5]))
+    log(INFO, "roster: %d nodes, roles %s", len(node_of),
+        {r: sum(1 for v in role_of.values() if v == r) for r in sorted(set(role_of.values()))})
+    return Roster(node_of, role_of)
