@@ -31,7 +31,9 @@ def train(msg: Message, context: Context) -> Message:
     device = resolve_device(str(cfg["device"]))
     model = _model_from(msg, context)
     server_round = int(msg.content["config"]["server-round"])
-    generator = torch_generator(int(cfg["seed"]), "client-data", server_round, identity.partition_id)
+    generator = torch_generator(
+        int(cfg["seed"]), "client-data", server_round, identity.partition_id
+    )
     result = train_sgd(
         model,
         dataset,
@@ -58,9 +60,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     model = _model_from(msg, context)
-    loss, acc = evaluate_model(model, dataset, dataset.train, resolve_device(str(cfg["device"])),
-                               indices=indices)
-    metrics = MetricRecord({"eval_loss": loss, "eval_acc": acc, "num-examples": int(indices.numel())})
+    loss, acc = evaluate_model(
+        model, dataset, dataset.train, resolve_device(str(cfg["device"])), indices=indices
+    )
+    metrics = MetricRecord(
+        {"eval_loss": loss, "eval_acc": acc, "num-examples": int(indices.numel())}
+    )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

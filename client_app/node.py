@@ -48,7 +48,9 @@ class NodeIdentity:
         return cls(pid, n, role)
 
 
-def node_data(identity: NodeIdentity, run_config: Mapping[str, Any]) -> tuple[Dataset, torch.Tensor]:
+def node_data(
+    identity: NodeIdentity, run_config: Mapping[str, Any]
+) -> tuple[Dataset, torch.Tensor]:
     """The dataset (cached per process) and this node's training indices."""
     dataset = load_dataset(str(run_config["dataset"]), str(run_config["data-dir"]))
     parts = cached_partitions(

@@ -26,15 +26,32 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one experiment on the local simulation engine")
     run.add_argument("config", nargs="?", type=Path, help="YAML file of run-config overrides")
     run.add_argument("--config", dest="config_opt", type=Path, help="same as the positional")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one run-config key (repeatable)")
-    run.add_argument("--cpus-per-client", type=int, default=1,
-                     help="CPUs reserved per simulated client (Ray actor); default 1")
-    run.add_argument("--gpus-per-client", type=float, default=0.0,
-                     help="GPU fraction per client, e.g. 0.25 (GPU machines only)")
-    run.add_argument("--flwr-home", type=Path,
-                     default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
-                     help="private FLWR_HOME (default: <repo>/.flwr)")
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one run-config key (repeatable)",
+    )
+    run.add_argument(
+        "--cpus-per-client",
+        type=int,
+        default=1,
+        help="CPUs reserved per simulated client (Ray actor); default 1",
+    )
+    run.add_argument(
+        "--gpus-per-client",
+        type=float,
+        default=0.0,
+        help="GPU fraction per client, e.g. 0.25 (GPU machines only)",
+    )
+    run.add_argument(
+        "--flwr-home",
+        type=Path,
+        default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
+        help="private FLWR_HOME (default: <repo>/.flwr)",
+    )
     run.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
     return parser
 

@@ -205,7 +205,8 @@ def _download(name: str, root: Path) -> None:
 def _how_to_get(name: str, roots: Sequence[Path]) -> str:
     searched = "\n".join(f"  - {r}" for r in roots)
     hint = {
-        "fmnist": "On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` (installs the IDX "
+        "fmnist": "On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` (installs the "
+        "IDX "
         "files in /usr/share/datasets/fashion-mnist). Or put train-images-idx3-ubyte.gz, "
         "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in a "
         "directory and pass `data-dir=<dir>` or set IMMUNEFL_DATA=<dir>.",

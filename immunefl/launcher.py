@@ -16,6 +16,7 @@ outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 CONNECTION = "immunefl-sim"
 TAG_VAR = "IMMUNEFL_SIM_TAG"
@@ -108,19 +114,33 @@ class LocalSimulation:
         state_dir.mkdir(exist_ok=True)
         self.port = free_port()
         command = [
-            _bin("flower-superlink"), "--insecure", "--simulation",
-            "--isolation", "subprocess",
+            _bin("flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
             "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--control-api-address", f"127.0.0.1:{free_port()}",
-            "--fleet-api-address", f"127.0.0.1:{free_port()}",
-            "--database", str(state_dir / f"state-{self.port}.db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--control-api-address",
+            f"127.0.0.1:{free_port()}",
+            "--fleet-api-address",
+            f"127.0.0.1:{free_port()}",
+            "--database",
+            str(state_dir / f"state-{self.port}.db"),
         ]
         self.log_path = state_dir / f"superlink-{self.port}.log"
         with open(self.log_path, "wb") as log_fh:
             self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed args
-                command, env=self.env, stdout=log_fh, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.flwr_home,
+                command,
+                env=self.env,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.flwr_home,
             )
         self._write_connection()
         deadline = time.monotonic() + self.startup_timeout
@@ -144,13 +164,17 @@ class LocalSimulation:
             return False
 
     def _write_connection(self) -> None:
-        config = {
-            "superlink": {
-                "default": CONNECTION,
-                CONNECTION: {"address": f"127.0.0.1:{self.port}", "insecure": True},
-            }
-        }
-        (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+        """Add (or refresh) our connection in $FLWR_HOME/config.toml, keeping the others."""
+        path = self.flwr_home / "config.toml"
+        config: dict[str, Any] = {}
+        if path.exists():
+            with open(path, "rb") as fh:
+                config = tomllib.load(fh)
+        superlink = config.setdefault("superlink", {})
+        superlink.setdefault("default", "local")
+        superlink.setdefault("local", {"address": ":local:"})
+        superlink[CONNECTION] = {"address": f"127.0.0.1:{self.port}", "insecure": True}
+        path.write_text(tomli_w.dumps(config))
 
     @property
     def pid(self) -> int | None:
@@ -172,10 +196,8 @@ class LocalSimulation:
             if not pids:
                 break
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and tagged_pids(self.tag):
                 time.sleep(0.2)
@@ -199,16 +221,27 @@ class LocalSimulation:
             f"client-resources-num-gpus={gpus_per_client}"
         )
         command = [
-            _bin("flwr"), "run", str(self.app_dir), CONNECTION,
-            "--run-config", str(run_config_file), "--federation-config", federation,
+            _bin("flwr"),
+            "run",
+            str(self.app_dir),
+            CONNECTION,
+            "--run-config",
+            str(run_config_file),
+            "--federation-config",
+            federation,
         ]
         if stream:
             command.append("--stream")
         t0 = time.perf_counter()
         run_id: int | None = None
         with subprocess.Popen(  # noqa: S603
-            command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1,
+            command,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
         ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -225,13 +258,18 @@ class LocalSimulation:
     def status(self, run_id: int) -> str:
         out = subprocess.run(  # noqa: S603
             [_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
-            env=self.env, capture_output=True, text=True, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         try:
             runs = json.loads(out.stdout)["runs"]
             return str(runs[0]["status"])
         except (ValueError, KeyError, IndexError) as exc:
-            raise RunFailed(f"cannot read status of run {run_id}: {out.stdout}{out.stderr}") from exc
+            raise RunFailed(
+                f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
+            ) from exc
 
     def wait_for(self, run_id: int, timeout: float = 600.0) -> str:
         """Poll until the run is finished (the log stream can end a moment before)."""

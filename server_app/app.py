@@ -46,7 +46,9 @@ def main(grid: Grid, context: Context) -> None:
     seed, k = int(config["seed"]), int(config["clients-per-round"])
 
     def select_nodes(server_round: int) -> list[int]:
-        return [roster.node_of[p] for p in sample_partitions(seed, server_round, roster.partitions, k)]
+        return [
+            roster.node_of[p] for p in sample_partitions(seed, server_round, roster.partitions, k)
+        ]
 
     strategy = build_strategy(config, select_nodes)
     model = init_model(str(config["model"]), str(config["dataset"]), seed)
@@ -64,5 +66,10 @@ def main(grid: Grid, context: Context) -> None:
     summary = summarize(recorder.rows, time.time() - started)
     summary["status"] = "completed"
     recorder.write_summary(summary)
-    log(INFO, "[immunefl] done: final benign_acc %.4f in %.1fs -> %s",
-        summary["final_benign_acc"], summary["wall_seconds"], run_dir)
+    log(
+        INFO,
+        "[immunefl] done: final benign_acc %.4f in %.1fs -> %s",
+        summary["final_benign_acc"],
+        summary["wall_seconds"],
+        run_dir,
+    )

@@ -53,7 +53,9 @@ def run_rounds(
         }
         if train_metrics is not None:
             row["train_loss"] = float(train_metrics["train_loss"])
-        eval_messages = list(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
+        eval_messages = list(
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+        )
         if eval_messages:
             eval_metrics = strategy.aggregate_evaluate(
                 server_round, grid.send_and_receive(eval_messages, timeout=round_timeout)
@@ -67,7 +69,12 @@ def run_rounds(
         log(
             INFO,
             "[immunefl] round %d/%d  benign_acc %.4f  loss %.4f  replies %d/%d  %.2fs",
-            server_round, num_rounds, row["benign_acc"], row["benign_loss"],
-            row["num_replies"], len(messages), row["round_seconds"],
+            server_round,
+            num_rounds,
+            row["benign_acc"],
+            row["benign_loss"],
+            row["num_replies"],
+            len(messages),
+            row["round_seconds"],
         )
     return arrays

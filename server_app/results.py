@@ -26,7 +26,8 @@ import torch
 def default_run_name(config: Mapping[str, Any]) -> str:
     """``<strategy>-<dataset>-<partitioning>-s<seed>-<YYYYmmdd-HHMMSS>``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{config['strategy']}-{config['dataset']}-{config['partitioning']}-s{config['seed']}-{stamp}"
+    parts = (config["strategy"], config["dataset"], config["partitioning"], f"s{config['seed']}")
+    return "-".join(str(p) for p in parts) + f"-{stamp}"
 
 
 def _jsonable(value: Any) -> Any:

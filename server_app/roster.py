@@ -65,11 +65,17 @@ def discover(grid: Grid, num_partitions: int, timeout: float = 120.0) -> Roster:
         role_of[pid] = str(info["role"])
     missing = sorted(set(range(num_partitions)) - set(node_of))
     if missing:
-        problems.append(f"no node reported partition(s) {missing[:10]}{'...' if len(missing) > 10 else ''}")
+        problems.append(
+            f"no node reported partition(s) {missing[:10]}{'...' if len(missing) > 10 else ''}"
+        )
     if problems:
         for p in problems:
             log(WARNING, "roster: %s", p)
         raise RuntimeError("federation is inconsistent: " + "; ".join(problems[:5]))
-    log(INFO, "roster: %d nodes, roles %s", len(node_of),
-        {r: sum(1 for v in role_of.values() if v == r) for r in sorted(set(role_of.values()))})
+    log(
+        INFO,
+        "roster: %d nodes, roles %s",
+        len(node_of),
+        {r: sum(1 for v in role_of.values() if v == r) for r in sorted(set(role_of.values()))},
+    )
     return Roster(node_of, role_of)

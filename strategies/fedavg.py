@@ -47,7 +47,11 @@ class ImmuneFedAvg(FedAvg):
         return cls(select_nodes, federated_eval=bool(config["federated-eval"]))
 
     def _messages(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, node_ids: list[int],
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        node_ids: list[int],
         message_type: str,
     ) -> Iterable[Message]:
         config["server-round"] = server_round
@@ -59,8 +63,9 @@ class ImmuneFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """One TRAIN message per node chosen by `select_nodes` for this round."""
         self._last_train_nodes = list(self.select_nodes(server_round))
-        return self._messages(server_round, arrays, config, self._last_train_nodes,
-                              MessageType.TRAIN)
+        return self._messages(
+            server_round, arrays, config, self._last_train_nodes, MessageType.TRAIN
+        )
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -68,5 +73,6 @@ class ImmuneFedAvg(FedAvg):
         """Client-side evaluation (when enabled) on the round's training participants."""
         if self.fraction_evaluate == 0.0:
             return []
-        return self._messages(server_round, arrays, config, self._last_train_nodes,
-                              MessageType.EVALUATE)
+        return self._messages(
+            server_round, arrays, config, self._last_train_nodes, MessageType.EVALUATE
+        )

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install what is missing, then run the whole test suite (unit tests and the real `flwr run`
+# end-to-end tests). Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+"$VENV/bin/python" -m ruff check .
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from immunefl.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    coerce,
+    load_schema,
+    parse_overrides,
+    resolve_config,
+)
+
+REQUIRED_KEYS = {
+    "seed",
+    "dataset",
+    "data-dir",
+    "partitioning",
+    "dirichlet-alpha",
+    "num-partitions",
+    "model",
+    "num-server-rounds",
+    "clients-per-round",
+    "local-epochs",
+    "batch-size",
+    "lr",
+    "momentum",
+    "strategy",
+    "results-dir",
+    "run-name",
+}
+
+
+def test_schema_declares_every_key_with_paper_defaults() -> None:
+    schema = load_schema()
+    assert set(schema) >= REQUIRED_KEYS
+    assert schema["num-partitions"] == 100 and schema["clients-per-round"] == 10
+    assert schema["batch-size"] == 32 and schema["lr"] == 0.01 and schema["local-epochs"] == 1
+    assert resolve_config() == schema  # defaults validate as they are
+
+
+def test_yaml_and_overrides_layer_in_order(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.05\nseed: 3\npartitioning: shard\n")
+    cfg = resolve_config(f, {"seed": "9"})
+    assert cfg["lr"] == 0.05 and cfg["seed"] == 9 and cfg["partitioning"] == "shard"
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("learning-rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(f)
+    assert "learning-rate" in str(info.value) and str(f) in str(info.value)
+    with pytest.raises(ConfigError, match="did you mean clients-per-round"):
+        resolve_config(None, {"client-per-round": "5"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"dataset": "mnist"}, "'dataset' is 'mnist'; valid: fmnist, cifar10"),
+        ({"lr": "-1"}, "'lr' must be a finite number > 0"),
+        ({"lr": "fast"}, "'lr' must be a float"),
+        ({"batch-size": "0"}, "'batch-size' must be a positive integer"),
+        ({"num-server-rounds": "2.5"}, "'num-server-rounds' must be a int"),
+        ({"momentum": "1.0"}, "'momentum' must be in [0, 1)"),
+        ({"clients-per-round": "20", "num-partitions": "10"}, "'clients-per-round' (20)"),
+        ({"model": "cnn-cifar"}, "does not fit 'dataset' fmnist"),
+        ({"strategy": "krumm"}, "'strategy' is 'krumm'; valid:"),
+        ({"federated-eval": "maybe"}, "'federated-eval' must be a bool"),
+        ({"run-name": "a/b"}, "'run-name' must be a plain directory name"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config(None, overrides)
+    assert needle in str(info.value)
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config(None, {"lr": "0", "batch-size": "-3"})
+    assert len(info.value.problems) == 2
+
+
+def test_coerce_and_parse_overrides() -> None:
+    assert coerce("x", "true", False) is True and coerce("x", 3, 0.5) == 3.0
+    assert coerce("x", 42, "") == "42"
+    with pytest.raises(ValueError):
+        coerce("x", True, 1)  # a bool is not an int
+    assert parse_overrides(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_every_shipped_config_validates() -> None:
+    files = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+    assert files, "configs/ must hold at least the default experiment"
+    for f in files:
+        resolve_config(f)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "bogus-key=1"], "bogus-key"),
+        (["--set", "lr=abc"], "'lr'"),
+        (["--set", "partitioning=random"], "partitioning"),
+    ],
+)
+def test_cli_rejects_bad_config_before_starting(args: list[str], needle: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+    )
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert "Starting" not in out.stdout  # nothing was launched

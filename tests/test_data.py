@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from immunefl.data import (
+    DataFormatError,
+    DataNotFoundError,
+    load_dataset,
+    locate_dataset,
+    read_cifar_batch,
+    read_idx,
+)
+from tests.conftest import make_fake_cifar10, make_fake_fmnist, write_idx
+
+
+def test_real_fmnist_shapes_and_labels(fmnist_dir: Path) -> None:
+    ds = load_dataset("fmnist", str(fmnist_dir))
+    assert ds.train.images.shape == (60000, 1, 28, 28)
+    assert ds.test.images.shape == (10000, 1, 28, 28)
+    assert ds.train.images.dtype == torch.uint8
+    assert ds.train.labels.dtype == torch.int64
+    assert set(ds.train.labels.unique().tolist()) == set(range(10))
+    # Fashion-MNIST is balanced: 6000 train / 1000 test images per class
+    assert torch.bincount(ds.train.labels).tolist() == [6000] * 10
+    assert torch.bincount(ds.test.labels).tolist() == [1000] * 10
+    x = ds.normalize(ds.test.images[:1000])
+    assert x.dtype == torch.float32
+    assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
+
+
+def test_idx_roundtrip_plain_and_gzip(tmp_path: Path) -> None:
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for compress in (True, False):
+        path = write_idx(tmp_path / f"a{compress}", arr, compress=compress)
+        np.testing.assert_array_equal(read_idx(path), arr)
+
+
+def test_idx_rejects_bad_magic_and_truncation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x08\x01" + (3).to_bytes(4, "big") + b"abc")
+    with pytest.raises(DataFormatError, match="magic"):
+        read_idx(bad)
+    short = tmp_path / "short.gz"
+    short.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + b"ab"))
+    with pytest.raises(DataFormatError, match="5 bytes"):
+        read_idx(short)
+
+
+def test_data_dir_wins_over_system_copy(tmp_path: Path) -> None:
+    fake = make_fake_fmnist(tmp_path / "fm", n_train=30, n_test=10)
+    load_dataset.cache_clear()
+    ds = load_dataset("fmnist", str(tmp_path / "fm"))
+    assert ds.source == fake and len(ds.train) == 30 and len(ds.test) == 10
+
+
+def test_env_var_is_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_fake_cifar10(tmp_path)
+    monkeypatch.setenv("IMMUNEFL_DATA", str(tmp_path))
+    assert locate_dataset("cifar10", "", allow_download=False) == tmp_path / "cifar-10-batches-py"
+
+
+def test_cifar10_loader_on_generated_batches(tmp_path: Path) -> None:
+    d = make_fake_cifar10(tmp_path, per_batch=12)
+    load_dataset.cache_clear()
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.train.images.shape == (60, 3, 32, 32) and ds.test.images.shape == (12, 3, 32, 32)
+    with open(d / "data_batch_2", "rb") as fh:
+        raw = pickle.load(fh, encoding="latin1")
+    # row-major 3072 = 3 x 32 x 32 (channel planes), as torchvision reads it
+    np.testing.assert_array_equal(ds.train.images[12].numpy(), raw["data"][0].reshape(3, 32, 32))
+    assert ds.train.labels[12:24].tolist() == raw["labels"]
+
+
+def test_cifar_batch_format_errors(tmp_path: Path) -> None:
+    p = tmp_path / "b"
+    p.write_bytes(b"not a pickle")
+    with pytest.raises(DataFormatError):
+        read_cifar_batch(p)
+    with open(p, "wb") as fh:
+        pickle.dump({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, fh)
+    with pytest.raises(DataFormatError, match="malformed"):
+        read_cifar_batch(p)
+
+
+def test_missing_dataset_message_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("immunefl.data.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
+    monkeypatch.setenv("IMMUNEFL_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataNotFoundError) as info:
+        locate_dataset("cifar10", str(tmp_path / "also-empty"), allow_download=False)
+    msg = str(info.value)
+    assert "also-empty" in msg and "cifar-10-python.tar.gz" in msg and "data-dir" in msg
+    with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        locate_dataset("fmnist", "", allow_download=False)

@@ -1,0 +1,86 @@
+"""End-to-end: real `flwr run` on the simulation engine through the `immunefl run` launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from immunefl.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _processes_with_env(entry: str) -> list[str]:
+    """Command lines of live processes whose environment contains `entry` exactly."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if entry.encode() in (d / "environ").read_bytes().split(b"\0"):
+                found.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    flwr_home = tmp_path / "flwr-home"
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "run", *args, "--flwr-home", str(flwr_home)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=PROJECT_ROOT,
+    )
+    leftovers = _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    assert not leftovers, f"processes left running after the launcher exited: {leftovers}"
+    return out
+
+
+def test_flwr_run_simulation_end_to_end(tmp_path: Path, fmnist_dir: Path) -> None:
+    out = _launch(
+        tmp_path,
+        str(PROJECT_ROOT / "configs" / "smoke.yaml"),
+        "--set",
+        f"results-dir={tmp_path / 'results'}",
+        "--set",
+        "run-name=e2e",
+        "--set",
+        f"data-dir={fmnist_dir}",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_dir = tmp_path / "results" / "e2e"
+    rows = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert all(
+        len(r["sampled"]) == 5 == r["num_replies"] and r["failed_replies"] == 0 for r in rows
+    )
+    assert all(set(r["sampled"]) <= set(range(10)) for r in rows)
+    assert rows[-1]["benign_acc"] > 0.5  # chance is 0.1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["num-partitions"] == 10 and config["clients-per-round"] == 5
+    assert (run_dir / "model.pt").stat().st_size > 100_000
+    assert "[immunefl] round 3/3" in out.stdout
+
+
+def test_failed_run_exits_nonzero(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("results-dir cannot live under a regular file")
+    out = _launch(
+        tmp_path,
+        str(PROJECT_ROOT / "configs" / "smoke.yaml"),
+        "--set",
+        f"results-dir={blocker / 'results'}",
+        "--set",
+        "num-server-rounds=1",
+    )
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "finished:failed" in out.stderr
