@@ -209,10 +209,20 @@ def validate_config(
         )
     if any(ch in str(c["run-name"]) for ch in "/\\") or str(c["run-name"]) in (".", ".."):
         problems.append(f"'run-name' must be a plain directory name, got {c['run-name']!r}")
-    from strategies import STRATEGIES  # local import: strategies import flwr
+    if int(c["min-replies"]) < 1:
+        problems.append(f"'min-replies' must be >= 1, got {c['min-replies']}")
+    elif int(c["min-replies"]) > int(c["clients-per-round"]):
+        problems.append(
+            f"'min-replies' ({c['min-replies']}) must be <= 'clients-per-round' "
+            f"({c['clients-per-round']})"
+        )
+    if not float(c["max-update-norm"]) >= 0:
+        problems.append(f"'max-update-norm' must be >= 0 (0 = off), got {c['max-update-norm']}")
+    if not (math.isfinite(float(c["server-lr"])) and float(c["server-lr"]) > 0):
+        problems.append(f"'server-lr' must be a finite number > 0, got {c['server-lr']}")
+    from strategies import strategy_problems  # local import: strategies import flwr
 
-    if c["strategy"] not in STRATEGIES:
-        problems.append(f"'strategy' is '{c['strategy']}'; valid: {', '.join(STRATEGIES)}")
+    problems.extend(strategy_problems(c))
     if problems:
         raise ConfigError(problems)
     return c

@@ -6,7 +6,6 @@ import time
 from logging import INFO
 from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -27,7 +26,6 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run one experiment as configured by the run config."""
     started = time.time()
-    torch.set_num_threads(1)
     config = validate_config(dict(context.run_config))
     run_name = str(config["run-name"]) or default_run_name(config)
     config["run-name"] = run_name

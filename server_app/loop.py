@@ -16,17 +16,17 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from server_app.results import RunRecorder
 from server_app.roster import Roster
-from strategies import ImmuneFedAvg
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 
 
 def run_rounds(
     grid: Grid,
-    strategy: ImmuneFedAvg,
+    strategy: Strategy,
     arrays: ArrayRecord,
     *,
     num_rounds: int,
@@ -50,9 +50,10 @@ def run_rounds(
             "sampled": sampled,
             "num_replies": len(replies) - failed,
             "failed_replies": failed + (len(messages) - len(replies)),
+            "model_updated": new_arrays is not None,
         }
-        if train_metrics is not None:
-            row["train_loss"] = float(train_metrics["train_loss"])
+        if train_metrics is not None:  # client metrics (weighted) + the rule's diagnostics
+            row.update({k: v for k, v in train_metrics.items() if k != "num-examples"})
         eval_messages = list(
             strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
         )

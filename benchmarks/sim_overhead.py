@@ -1,0 +1,210 @@
+"""Overhead of running FedAvg through Flower's simulation engine vs a plain PyTorch loop.
+
+Both sides run the same workload in one invocation: the FL-WBC paper's Fashion-MNIST setting
+(100 IID clients, 10 per round, CNN, E=1, B=32, SGD lr 0.01), the same seeded client sampling,
+the same local training code and the same server-side evaluation on the full test split after
+every round.
+
+- baseline: one Python process, clients trained one after another (torch's default threads);
+- flwr: `immunefl run` (private local SuperLink, `flwr run`, Ray actors with 1 CPU each).
+
+Printed: steady-state seconds per round (median over rounds after `--warmup`), whole-command wall
+time, the fixed cost (wall minus the sum of round times: start-up + shutdown), their ratios, and
+the peak summed RSS of each side's whole process tree (the SuperLink is detached, so the tree is
+found by a tag in the environment, sampled every 0.25 s).
+
+    python benchmarks/sim_overhead.py --rounds 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class TreeMemory:
+    """Peak of the summed RSS of all processes whose environment holds `tag` (or self)."""
+
+    def __init__(self, tag: str | None = None) -> None:
+        self.needle = f"IMMUNEFL_BENCH_TAG={tag}".encode() if tag else None
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _rss(self) -> int:
+        if self.needle is None:
+            return _rss_of(os.getpid())
+        total = 0
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if self.needle in (d / "environ").read_bytes().split(b"\0"):
+                    total += _rss_of(int(d.name))
+            except OSError:
+                continue
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.25)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _rss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_baseline(rounds: int, cfg: dict) -> dict:
+    """Plain single-process FedAvg with the project's own data, sampling, training, eval."""
+    t_start = time.perf_counter()
+    import torch
+
+    from immunefl.data import load_dataset
+    from immunefl.models import build_model, init_model
+    from immunefl.partition import cached_partitions
+    from immunefl.seeding import torch_generator
+    from immunefl.training import evaluate, train_sgd
+    from server_app.sampling import sample_partitions
+
+    ds = load_dataset("fmnist")
+    parts = cached_partitions("fmnist", "", "iid", cfg["num-partitions"], cfg["seed"], 0.5)
+    model = init_model("cnn-fmnist", "fmnist", cfg["seed"])
+    device = torch.device("cpu")
+    round_seconds = []
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        states, weights = [], []
+        for pid in sample_partitions(
+            cfg["seed"], r, range(cfg["num-partitions"]), cfg["clients-per-round"]
+        ):
+            client = build_model("cnn-fmnist", "fmnist")
+            client.load_state_dict(model.state_dict())
+            res = train_sgd(
+                client,
+                ds,
+                ds.train,
+                parts[pid],
+                epochs=1,
+                batch_size=32,
+                lr=0.01,
+                momentum=0.0,
+                generator=torch_generator(cfg["seed"], "client-data", r, pid),
+                device=device,
+            )
+            states.append(client.state_dict())
+            weights.append(res.num_examples)
+        total = sum(weights)
+        model.load_state_dict(
+            {
+                k: sum(s[k] * (w / total) for s, w in zip(states, weights, strict=True))
+                for k in states[0]
+            }
+        )
+        _, acc = evaluate(model, ds, ds.test, device)
+        round_seconds.append(time.perf_counter() - t0)
+    return {"wall": time.perf_counter() - t_start, "rounds": round_seconds, "acc": acc}
+
+
+def run_flwr(rounds: int, cfg: dict, tag: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, IMMUNEFL_BENCH_TAG=tag)
+        cmd = [
+            sys.executable,
+            "-m",
+            "immunefl.cli",
+            "run",
+            "--quiet",
+            "--flwr-home",
+            f"{tmp}/flwr",
+            "--set",
+            f"results-dir={tmp}/results",
+            "--set",
+            "run-name=bench",
+            "--set",
+            f"num-server-rounds={rounds}",
+            "--set",
+            f"seed={cfg['seed']}",
+            "--set",
+            "save-model=false",
+        ]
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise RuntimeError(f"immunefl run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        rows = [
+            json.loads(x)
+            for x in Path(f"{tmp}/results/bench/rounds.jsonl").read_text().splitlines()
+        ]
+    return {
+        "wall": wall,
+        "rounds": [r["round_seconds"] for r in rows],
+        "acc": rows[-1]["benign_acc"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cfg = {"num-partitions": 100, "clients-per-round": 10, "seed": args.seed}
+
+    with TreeMemory() as mem_base:
+        base = run_baseline(args.rounds, cfg)
+    tag = uuid.uuid4().hex
+    with TreeMemory(tag) as mem_flwr:
+        flwr = run_flwr(args.rounds, cfg, tag)
+
+    def steady(res: dict) -> float:
+        return statistics.median(res["rounds"][args.warmup :])
+
+    def fixed(res: dict) -> float:
+        return res["wall"] - sum(res["rounds"])
+
+    print(f"rounds={args.rounds} warmup={args.warmup} machine: {os.cpu_count()} CPUs")
+    print(f"{'':28}{'baseline':>12}{'flwr':>12}{'ratio':>10}")
+    rows = [
+        ("steady s/round (median)", steady(base), steady(flwr)),
+        ("whole command wall s", base["wall"], flwr["wall"]),
+        ("fixed start+stop s", fixed(base), fixed(flwr)),
+        ("peak tree RSS MiB", mem_base.peak / 2**20, mem_flwr.peak / 2**20),
+        ("final benign acc", base["acc"], flwr["acc"]),
+    ]
+    for name, b, f in rows:
+        print(f"{name:28}{b:12.3f}{f:12.3f}{f / b:10.3f}")
+    print(f"RATIO steady_state={steady(flwr) / steady(base):.3f} (target <= 1.10)")
+    print(f"RATIO whole_command={flwr['wall'] / base['wall']:.3f} (target <= 1.25)")
+    print(f"FIXED flwr start+shutdown={fixed(flwr):.1f}s (target <= 10 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Flower's own robust rules and DP wrapper, registered instead of rewritten.
+
+- ``krum``, ``multikrum``, ``bulyan``: replies are screened by our base class first, then the
+  accepted ones go to Flower's `Krum` / `MultiKrum` / `Bulyan` ``aggregate_train`` (they
+  aggregate full weights; with one broadcast model, distances between weights equal distances
+  between updates). ``server-lr`` does not apply to them.
+- ``dp-fixed``: Flower's `DifferentialPrivacyServerSideFixedClipping` around our FedAvg
+  (clip each update to ``dp-clip``, average, Gaussian noise of std
+  ``dp-noise-multiplier * dp-clip / n``). Flower draws that noise from NumPy's global RNG, which
+  we seed from the run seed (stream ``flower-dp-noise``) for reproducibility.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import (
+    Bulyan,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+    Krum,
+    MultiKrum,
+)
+
+from immunefl.seeding import derive_seed
+from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
+from strategies.updates import Screened
+
+
+class FlowerRuleStrategy(ImmuneFedAvg):
+    """Screen replies here, aggregate them with a Flower strategy's rule."""
+
+    def __init__(self, select_nodes: NodeSelector, rule: FedAvg, **kwargs: Any) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.rule = rule
+
+    def aggregate_accepted(
+        self, server_round: int, screened: Screened
+    ) -> tuple[ArrayRecord, Diagnostics]:
+        arrays, _ = self.rule.aggregate_train(server_round, screened.accepted)
+        if arrays is None:
+            raise ValueError(f"{type(self.rule).__name__} returned no model")
+        return arrays, {"n": len(screened.accepted)}
+
+
+def _f(config: Mapping[str, Any]) -> int:
+    return int(config["krum-f"])
+
+
+class KrumStrategy(FlowerRuleStrategy):
+    """Flower `Krum` (Blanchard et al., 2017): needs n > 2f + 2."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, Krum(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        n, f = int(config["clients-per-round"]), _f(config)
+        if f < 0 or n <= 2 * f + 2:
+            return [f"'krum-f' {f}: Krum needs clients-per-round > 2*f + 2 (got {n})"]
+        return []
+
+
+class MultiKrumStrategy(KrumStrategy):
+    """Flower `MultiKrum`: average the ``multikrum-m`` updates Krum scores best."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        rule = MultiKrum(
+            num_malicious_nodes=_f(config), num_nodes_to_select=int(config["multikrum-m"])
+        )
+        return cls(select_nodes, rule, **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        problems = super().config_problems(config)
+        m, n = int(config["multikrum-m"]), int(config["clients-per-round"])
+        if not 1 <= m <= n:
+            problems.append(f"'multikrum-m' must be in [1, clients-per-round={n}], got {m}")
+        return problems
+
+
+class BulyanStrategy(FlowerRuleStrategy):
+    """Flower `Bulyan` (El Mhamdi et al., 2018): needs n >= 4f + 3."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, Bulyan(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        n, f = int(config["clients-per-round"]), _f(config)
+        if f < 0 or n < 4 * f + 3:
+            return [f"'krum-f' {f}: Bulyan needs clients-per-round >= 4*f + 3 (got {n})"]
+        return []
+
+
+class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed-clipping central DP around `ImmuneFedAvg`, screened first."""
+
+    strategy: ImmuneFedAvg
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> DPFixedClipping:
+        inner = ImmuneFedAvg(select_nodes, **ImmuneFedAvg.base_kwargs(config))
+        np.random.seed(derive_seed(int(config["seed"]), "flower-dp-noise") % 2**32)
+        return cls(
+            inner,
+            noise_multiplier=float(config["dp-noise-multiplier"]),
+            clipping_norm=float(config["dp-clip"]),
+            num_sampled_clients=int(config["clients-per-round"]),
+        )
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        problems = []
+        if not float(config["dp-clip"]) > 0:
+            problems.append(f"'dp-clip' must be > 0, got {config['dp-clip']}")
+        if not float(config["dp-noise-multiplier"]) >= 0:
+            problems.append(
+                f"'dp-noise-multiplier' must be >= 0, got {config['dp-noise-multiplier']}"
+            )
+        return problems
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        screened = self.strategy.screen(server_round, replies)
+        arrays, metrics = super().aggregate_train(server_round, screened.accepted)
+        metrics = metrics if metrics is not None else MetricRecord({})
+        metrics["rejected_replies"] = len(screened.rejected)
+        return arrays, metrics

@@ -1,0 +1,193 @@
+"""Thin Flower strategies around the pure robust rules (each overrides `aggregate_updates`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from immunefl.seeding import torch_generator
+from strategies.cdp import central_dp_aggregate
+from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
+from strategies.invariant import and_mask
+from strategies.mean import weighted_mean
+from strategies.median import coordinate_median
+from strategies.rlr import robust_lr_sign
+from strategies.signsgd import majority_vote
+from strategies.trimmed_mean import trim_count, trimmed_mean
+
+
+def _n(config: Mapping[str, Any]) -> int:
+    return int(config["clients-per-round"])
+
+
+class MedianStrategy(ImmuneFedAvg):
+    """Coordinate-wise median of the pseudo-gradients (`strategies.median`)."""
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        return coordinate_median(U), {"n": U.shape[0]}
+
+
+class TrimmedMeanStrategy(ImmuneFedAvg):
+    """Coordinate-wise trimmed mean, ``trim-beta`` per side (`strategies.trimmed_mean`)."""
+
+    def __init__(self, select_nodes: NodeSelector, beta: float, **kwargs: Any) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.beta = beta
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, float(config["trim-beta"]), **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        try:
+            trim_count(_n(config), float(config["trim-beta"]))
+        except ValueError as exc:
+            return [f"'trim-beta' {config['trim-beta']} with clients-per-round {_n(config)}: {exc}"]
+        return []
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        k = trim_count(U.shape[0], self.beta)
+        return trimmed_mean(U, self.beta), {"n": U.shape[0], "trimmed_count": 2 * k}
+
+
+class InvariantStrategy(ImmuneFedAvg):
+    """Invariant Aggregator: AND-mask (``invariant-tau``) x trimmed mean (``invariant-alpha``).
+
+    Reports ``mask_density`` (fraction of coordinates the mask keeps) and
+    ``masked_out_fraction`` (= 1 - mask_density, the coordinates set to zero).
+    """
+
+    def __init__(self, select_nodes: NodeSelector, tau: float, alpha: float, **kwargs: Any) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.tau, self.alpha = tau, alpha
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(
+            select_nodes,
+            float(config["invariant-tau"]),
+            float(config["invariant-alpha"]),
+            **cls.base_kwargs(config),
+        )
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        problems = []
+        tau = float(config["invariant-tau"])
+        if not 0.0 <= tau < 1.0:
+            problems.append(f"'invariant-tau' must be in [0, 1), got {tau}")
+        try:
+            trim_count(_n(config), float(config["invariant-alpha"]))
+        except ValueError as exc:
+            problems.append(
+                f"'invariant-alpha' {config['invariant-alpha']} with clients-per-round "
+                f"{_n(config)}: {exc}"
+            )
+        return problems
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        mask = and_mask(U, self.tau)
+        density = float(mask.mean())
+        k = trim_count(U.shape[0], self.alpha)
+        update = mask.mul_(trimmed_mean(U, self.alpha))
+        return update, {
+            "mask_density": density,
+            "masked_out_fraction": 1.0 - density,
+            "n": U.shape[0],
+            "trimmed_count": 2 * k,
+        }
+
+
+class RLRStrategy(ImmuneFedAvg):
+    """Robust learning rate: flip the step where |sum sign| < ``rlr-theta`` (`strategies.rlr`)."""
+
+    def __init__(self, select_nodes: NodeSelector, theta: float, **kwargs: Any) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.theta = theta
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, float(config["rlr-theta"]), **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        theta = float(config["rlr-theta"])
+        if not 0 <= theta <= _n(config):
+            return [f"'rlr-theta' must be in [0, clients-per-round={_n(config)}], got {theta}"]
+        return []
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        sign = robust_lr_sign(U, min(self.theta, U.shape[0]))
+        flipped = float((sign < 0).float().mean())
+        return sign.mul_(weighted_mean(U, weights)), {"flipped_fraction": flipped}
+
+
+class SignSGDStrategy(ImmuneFedAvg):
+    """sign-SGD with majority vote; the step is ``signsgd-lr * sign(sum sign(U_i))``."""
+
+    def __init__(self, select_nodes: NodeSelector, lr: float, **kwargs: Any) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.lr = lr
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, float(config["signsgd-lr"]), **cls.base_kwargs(config))
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        lr = float(config["signsgd-lr"])
+        return [] if lr > 0 else [f"'signsgd-lr' must be > 0, got {lr}"]
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        return majority_vote(U).mul_(self.lr), {}
+
+
+class CDPStrategy(ImmuneFedAvg):
+    """Central DP: clip updates to ``cdp-clip``, average, add Laplace noise of std ``cdp-sigma``.
+
+    The noise has its own stream (``cdp-noise``, keyed by round) derived from the run seed.
+    """
+
+    def __init__(
+        self, select_nodes: NodeSelector, clip: float, sigma: float, seed: int, **kwargs: Any
+    ) -> None:
+        super().__init__(select_nodes, **kwargs)
+        self.clip, self.sigma, self.seed = clip, sigma, seed
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(
+            select_nodes,
+            float(config["cdp-clip"]),
+            float(config["cdp-sigma"]),
+            int(config["seed"]),
+            **cls.base_kwargs(config),
+        )
+
+    @classmethod
+    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+        problems = []
+        if not float(config["cdp-clip"]) > 0:
+            problems.append(f"'cdp-clip' must be > 0, got {config['cdp-clip']}")
+        if not float(config["cdp-sigma"]) >= 0:
+            problems.append(f"'cdp-sigma' must be >= 0, got {config['cdp-sigma']}")
+        return problems
+
+    def aggregate_updates(
+        self, U: torch.Tensor, weights: torch.Tensor, server_round: int
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        gen = torch_generator(self.seed, "cdp-noise", server_round, device=U.device.type)
+        return central_dp_aggregate(U, self.clip, self.sigma, gen), {}

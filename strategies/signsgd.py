@@ -1,0 +1,21 @@
+"""sign-SGD with majority vote (Bernstein et al., 2019; Invariant Aggregator §D.6 baseline).
+
+    g~_k = sign( sum_i sign(U_ik) )
+
+The server then steps by ``lr * g~`` (each client's pseudo-gradient already points downhill).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from strategies.order_stats import as_matrix
+
+
+def majority_vote(U: torch.Tensor) -> torch.Tensor:
+    """sign(sum_i sign(U_i)) over clients (dim 0); ties give 0."""
+    M, dims = as_matrix(U)
+    votes = torch.zeros(M.shape[1], dtype=M.dtype, device=M.device)
+    for row in M:
+        votes += torch.sign(row)
+    return torch.sign(votes).reshape(dims)

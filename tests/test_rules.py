@@ -1,0 +1,175 @@
+"""The pure aggregation rules: hand-computed cases, independent references, robustness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from strategies import order_stats
+from strategies.cdp import central_dp_aggregate, clip_rows
+from strategies.invariant import and_mask, invariant_aggregate, sign_consistency
+from strategies.mean import weighted_mean
+from strategies.median import coordinate_median
+from strategies.rlr import robust_lr_aggregate, robust_lr_sign
+from strategies.signsgd import majority_vote
+from strategies.trimmed_mean import trim_count, trimmed_mean
+
+T = torch.tensor
+
+
+# ------------------------------------------------------------------ hand-computed
+def test_median_odd_even_ties() -> None:
+    U = T([[1.0, 5.0], [3.0, 5.0], [2.0, 1.0]])
+    assert coordinate_median(U).tolist() == [2.0, 5.0]
+    U4 = T([[1.0, 7.0], [4.0, 7.0], [2.0, 0.0], [10.0, 7.0]])
+    assert coordinate_median(U4).tolist() == [3.0, 7.0]  # even n: mean of the two middle
+
+
+def test_median_0d_and_1d_updates() -> None:
+    assert coordinate_median(T([3.0, -1.0, 2.0])).item() == 2.0  # each update is a scalar
+    assert coordinate_median(torch.ones(4, 2, 3)).shape == (2, 3)
+
+
+def test_trimmed_mean_definition_9() -> None:
+    U = T([[0.0], [1.0], [2.0], [3.0], [100.0]])
+    assert trim_count(5, 0.1) == 1  # ceil(0.5) = 1 (scipy/Flower would floor to 0)
+    assert trimmed_mean(U, 0.1).tolist() == [2.0]  # drops 0 and 100
+    assert trimmed_mean(U, 0.0).tolist() == [pytest.approx(21.2)]  # beta = 0: plain mean
+    assert trim_count(20, 0.1) == 2  # 0.1 * 20 is exactly 2 despite floating point
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        trimmed_mean(U, 0.5)
+    with pytest.raises(ValueError, match="leaves no values"):
+        trimmed_mean(U[:2], 0.4)
+
+
+def test_and_mask_all_equal_all_split_and_zeros() -> None:
+    U = T(
+        [[1.0, 1.0, 0.0, 2.0], [2.0, -1.0, 0.0, 3.0], [3.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 1.0]]
+    )
+    c = sign_consistency(U)
+    assert c.tolist() == [1.0, 0.0, 0.0, 0.75]  # sign(0) = 0 counts as no vote
+    assert and_mask(U, 0.5).tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert and_mask(U, 0.75).tolist() == [1.0, 0.0, 0.0, 0.0]  # strictly greater than tau
+    out = invariant_aggregate(U, tau=0.5, alpha=0.25)
+    # column 0: trim 1 per side of [1,1,2,3] -> mean(1,2) = 1.5; column 3: [0,1,2,3] -> 1.5
+    assert out.tolist() == [1.5, 0.0, 0.0, 1.5]
+    with pytest.raises(ValueError, match="tau"):
+        and_mask(U, 1.0)
+
+
+def test_signsgd_and_rlr_by_hand() -> None:
+    U = T([[1.0, -2.0, 3.0], [2.0, -1.0, -3.0], [0.5, 4.0, 0.0]])
+    assert majority_vote(U).tolist() == [1.0, -1.0, 0.0]  # a tie votes 0
+    # |sum sign| = [3, 1, 0]; theta = 2 keeps column 0 only
+    assert robust_lr_sign(U, 2).tolist() == [1.0, -1.0, -1.0]
+    mean = U.mean(0)
+    assert robust_lr_aggregate(U, 2).tolist() == pytest.approx(
+        [mean[0].item(), -mean[1].item(), -mean[2].item()]
+    )
+
+
+def test_weighted_mean_is_fedavg() -> None:
+    U = T([[1.0, 0.0], [3.0, 4.0]])
+    assert weighted_mean(U, T([1.0, 3.0])).tolist() == [2.5, 3.0]
+    with pytest.raises(ValueError):
+        weighted_mean(U, T([1.0, 0.0]))
+
+
+def test_cdp_clips_and_adds_seeded_laplace_noise() -> None:
+    U = T([[3.0, 4.0], [0.3, 0.4]])  # norms 5 and 0.5
+    clipped = clip_rows(U, 1.0)
+    assert torch.linalg.vector_norm(clipped, dim=1).tolist() == pytest.approx([1.0, 0.5])
+    assert central_dp_aggregate(U, 1.0, 0.0, None).tolist() == pytest.approx([0.45, 0.6])
+    big = torch.zeros(2, 200_000)
+    a = central_dp_aggregate(big, 1.0, 0.5, torch.Generator().manual_seed(3))
+    b = central_dp_aggregate(big, 1.0, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert float(a.std()) == pytest.approx(0.5, rel=0.02)
+    # Laplace: E|x| = b = std / sqrt(2); a Gaussian would give std * sqrt(2/pi)
+    assert float(a.abs().mean()) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+
+
+# ------------------------------------------------------------------ references
+@pytest.mark.parametrize("n", [5, 20, 21])
+def test_against_numpy_and_scipy(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(order_stats, "BLOCK_ELEMENTS", 64)  # exercise many column blocks
+    rng = np.random.default_rng(n)
+    U = rng.normal(size=(n, 1000)).astype(np.float32)
+    np.testing.assert_allclose(
+        coordinate_median(torch.from_numpy(U)).numpy(), np.median(U, axis=0), rtol=1e-6
+    )
+    for beta in (0.0, 0.2, 0.4):
+        if (beta * n) % 1:  # scipy floors beta*n, Definition 9 takes the ceiling
+            continue
+        np.testing.assert_allclose(
+            trimmed_mean(torch.from_numpy(U), beta).numpy(),
+            stats.trim_mean(U, beta, axis=0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_against_flower_rules() -> None:
+    from flwr.serverapp.strategy.fedtrimmedavg import trim_mean as flwr_trim_mean
+
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(20, 500)).astype(np.float32)
+    np.testing.assert_allclose(
+        trimmed_mean(torch.from_numpy(U), 0.1).numpy(), flwr_trim_mean(U, 0.1), rtol=1e-5, atol=1e-6
+    )
+
+
+# ------------------------------------------------------------------ robustness properties
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(5, 25),
+    beta=st.sampled_from([0.1, 0.2, 0.3, 0.45]),
+    seed=st.integers(0, 10_000),
+    outlier=st.sampled_from([1e30, -1e30, 1e6, -3.0]),
+)
+def test_trimmed_mean_stays_in_benign_range(n: int, beta: float, seed: int, outlier: float) -> None:
+    assume(n - 2 * np.ceil(beta * n - 1e-12) >= 1)
+    k = trim_count(n, beta)
+    f = k  # up to ceil(beta*n) arbitrary outliers per coordinate are trimmed away
+    g = torch.Generator().manual_seed(seed)
+    benign = torch.randn(n - f, 50, generator=g)
+    U = torch.cat([benign, torch.full((f, 50), outlier)])
+    out = trimmed_mean(U, beta)
+    assert bool((out >= benign.min(0).values - 1e-5).all())
+    assert bool((out <= benign.max(0).values + 1e-5).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(4, 15), seed=st.integers(0, 10_000))
+def test_every_rule_is_permutation_invariant(n: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    U = torch.randn(n, 64, generator=g)
+    perm = torch.randperm(n, generator=g)
+    rules = [
+        coordinate_median,
+        lambda x: trimmed_mean(x, 0.2),
+        lambda x: invariant_aggregate(x, 0.3, 0.2),
+        majority_vote,
+        lambda x: robust_lr_aggregate(x, 2),
+        lambda x: weighted_mean(x),
+    ]
+    for rule in rules:
+        torch.testing.assert_close(rule(U), rule(U[perm]), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 20), tau=st.sampled_from([0.0, 0.2, 0.5, 0.8]), seed=st.integers(0, 999))
+def test_invariant_is_zero_exactly_where_agreement_at_most_tau(
+    n: int, tau: float, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    U = torch.randn(n, 200, generator=g)
+    U[:, :20] = U[:, :20].abs() + 0.1  # unanimous columns (trimmed mean is strictly positive)
+    out = invariant_aggregate(U, tau, 0.1 if n >= 10 else 0.0)
+    low = sign_consistency(U) <= tau
+    assert bool((out[low] == 0).all())
+    assert bool((out[:20] != 0).all())  # full agreement is never masked
