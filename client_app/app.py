@@ -5,6 +5,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.defense import release_state, training_hooks
+from client_app.faults import apply_fault, parse_faults
 from client_app.node import NodeIdentity, configure_torch_threads, node_data
 from immunefl.models import build_model
 from immunefl.seeding import torch_generator
@@ -29,11 +31,13 @@ def train(msg: Message, context: Context) -> Message:
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     device = resolve_device(str(cfg["device"]))
-    model = _model_from(msg, context)
+    global_state = msg.content["arrays"].to_torch_state_dict()
+    model = build_model(str(cfg["model"]), str(cfg["dataset"]))
+    model.load_state_dict(global_state)
+    model.to(device)
     server_round = int(msg.content["config"]["server-round"])
-    generator = torch_generator(
-        int(cfg["seed"]), "client-data", server_round, identity.partition_id
-    )
+    pid = identity.partition_id
+    hooks = training_hooks(cfg, model, server_round, pid) if identity.role == "benign" else []
     result = train_sgd(
         model,
         dataset,
@@ -43,13 +47,19 @@ def train(msg: Message, context: Context) -> Message:
         batch_size=int(cfg["batch-size"]),
         lr=float(cfg["lr"]),
         momentum=float(cfg["momentum"]),
-        generator=generator,
+        generator=torch_generator(int(cfg["seed"]), "client-data", server_round, pid),
         device=device,
+        hooks=hooks,
     )
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = release_state(cfg, model, global_state, server_round, pid)
+    fault = parse_faults(str(cfg["inject-faults"])).get(pid)
+    if fault is not None:
+        state = apply_fault(fault, state)
     metrics = MetricRecord(
         {"train_loss": result.mean_loss, "num-examples": result.num_examples, "steps": result.steps}
     )
+    for hook in hooks:
+        metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
 
 

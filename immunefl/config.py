@@ -35,6 +35,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "partitioning": PARTITIONINGS,
     "model": MODELS,
     "device": ("auto", "cpu", "cuda"),
+    "client-defense": ("none", "wbc", "ldp"),
+    "wbc-noise-param": ("std", "scale"),
 }
 POSITIVE_INTS = (
     "num-partitions",
@@ -209,6 +211,20 @@ def validate_config(
         )
     if any(ch in str(c["run-name"]) for ch in "/\\") or str(c["run-name"]) in (".", ".."):
         problems.append(f"'run-name' must be a plain directory name, got {c['run-name']!r}")
+    if not (math.isfinite(float(c["wbc-s"])) and float(c["wbc-s"]) >= 0):
+        problems.append(f"'wbc-s' must be a finite number >= 0, got {c['wbc-s']}")
+    if not float(c["ldp-clip"]) > 0:
+        problems.append(f"'ldp-clip' must be > 0, got {c['ldp-clip']}")
+    if not (math.isfinite(float(c["ldp-sigma"])) and float(c["ldp-sigma"]) >= 0):
+        problems.append(f"'ldp-sigma' must be a finite number >= 0, got {c['ldp-sigma']}")
+    from client_app.faults import parse_faults
+
+    try:
+        bad = [p for p in parse_faults(str(c["inject-faults"])) if p >= int(c["num-partitions"])]
+        if bad:
+            problems.append(f"'inject-faults' names partitions {bad} >= num-partitions")
+    except ValueError as exc:
+        problems.append(f"'inject-faults': {exc}")
     if int(c["min-replies"]) < 1:
         problems.append(f"'min-replies' must be >= 1, got {c['min-replies']}")
     elif int(c["min-replies"]) > int(c["clients-per-round"]):

@@ -7,7 +7,9 @@ memory as a uint8 tensor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,6 +27,14 @@ def resolve_device(requested: str = "auto") -> torch.device:
     if requested not in ("cpu", "cuda"):
         raise ValueError(f"unknown device '{requested}'; valid: auto, cpu, cuda")
     return torch.device(requested)
+
+
+class StepHook(Protocol):
+    """Called around every optimiser step (e.g. the FL-WBC defense)."""
+
+    def before_step(self) -> None: ...
+
+    def after_step(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,13 @@ def train_sgd(
     momentum: float,
     generator: torch.Generator,
     device: torch.device,
+    hooks: Sequence[StepHook] = (),
 ) -> TrainResult:
     """Train `model` in place with SGD on ``split[indices]`` for `epochs` epochs.
 
     Each epoch visits the indices in a fresh permutation drawn from `generator`; the last batch
-    may be smaller (no samples are dropped).
+    may be smaller (no samples are dropped). `hooks` run right before and after every
+    ``optimizer.step()``.
     """
     if indices.numel() == 0:
         raise ValueError("cannot train on an empty partition")
@@ -70,7 +82,11 @@ def train_sgd(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(images[batch]), labels[batch])
             loss.backward()
+            for hook in hooks:
+                hook.before_step()
             optimizer.step()
+            for hook in hooks:
+                hook.after_step()
             total_loss += loss.detach()
             steps += 1
     return TrainResult(num_examples=n, steps=steps, mean_loss=float(total_loss) / max(steps, 1))

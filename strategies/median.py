@@ -19,4 +19,4 @@ def coordinate_median(U: torch.Tensor) -> torch.Tensor:
     M, dims = as_matrix(U)
     n = M.shape[0]
     lo, hi = (n - 1) // 2, n // 2
-    return reduce_sorted_columns(M, lambda s: (s[:, lo] + s[:, hi]) * 0.5).reshape(dims)
+    return reduce_sorted_columns(M, lambda rows: (rows[lo] + rows[hi]) * 0.5).reshape(dims)

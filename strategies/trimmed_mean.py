@@ -33,4 +33,11 @@ def trimmed_mean(U: torch.Tensor, beta: float) -> torch.Tensor:
     k = trim_count(n, beta)
     if k == 0:
         return M.mean(0).reshape(dims)
-    return reduce_sorted_columns(M, lambda s: s[:, k : n - k].mean(1)).reshape(dims)
+
+    def middle_mean(rows: list[torch.Tensor]) -> torch.Tensor:
+        total = rows[k].clone()
+        for row in rows[k + 1 : n - k]:
+            total += row
+        return total.div_(n - 2 * k)
+
+    return reduce_sorted_columns(M, middle_mean).reshape(dims)

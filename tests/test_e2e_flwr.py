@@ -43,24 +43,36 @@ def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
-def test_flwr_run_simulation_end_to_end(tmp_path: Path, fmnist_dir: Path) -> None:
+SMOKE = str(PROJECT_ROOT / "configs" / "smoke.yaml")
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(tmp_path_factory: pytest.TempPathFactory, fmnist_dir: Path):
+    tmp = tmp_path_factory.mktemp("fedavg")
     out = _launch(
-        tmp_path,
-        str(PROJECT_ROOT / "configs" / "smoke.yaml"),
+        tmp,
+        SMOKE,
         "--set",
-        f"results-dir={tmp_path / 'results'}",
+        f"results-dir={tmp / 'results'}",
         "--set",
         "run-name=e2e",
         "--set",
         f"data-dir={fmnist_dir}",
     )
+    return out, tmp / "results" / "e2e"
+
+
+def test_flwr_run_simulation_end_to_end(fedavg_run) -> None:
+    out, run_dir = fedavg_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    run_dir = tmp_path / "results" / "e2e"
-    rows = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    rows = _rows(run_dir)
     assert [r["round"] for r in rows] == [1, 2, 3]
-    assert all(
-        len(r["sampled"]) == 5 == r["num_replies"] and r["failed_replies"] == 0 for r in rows
-    )
+    assert all(len(r["sampled"]) == 5 == r["num_replies"] and r["failed_replies"] == 0
+               for r in rows)  # fmt: skip
     assert all(set(r["sampled"]) <= set(range(10)) for r in rows)
     assert rows[-1]["benign_acc"] > 0.5  # chance is 0.1
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -69,6 +81,47 @@ def test_flwr_run_simulation_end_to_end(tmp_path: Path, fmnist_dir: Path) -> Non
     assert config["num-partitions"] == 10 and config["clients-per-round"] == 5
     assert (run_dir / "model.pt").stat().st_size > 100_000
     assert "[immunefl] round 3/3" in out.stdout
+
+
+def test_garbage_nodes_rejected_robust_rule_and_wbc_run_on(
+    fedavg_run, tmp_path: Path, fmnist_dir: Path
+) -> None:
+    faults = {1: "nan", 2: "shape", 3: "huge", 4: "crash"}
+    out = _launch(
+        tmp_path,
+        SMOKE,
+        "--set",
+        f"results-dir={tmp_path / 'results'}",
+        "--set",
+        "run-name=bad",
+        "--set",
+        f"data-dir={fmnist_dir}",
+        "--set",
+        "strategy=trimmed-mean",
+        "--set",
+        "trim-beta=0.2",
+        "--set",
+        "client-defense=wbc",
+        "--set",
+        "max-update-norm=1000",
+        "--set",
+        "inject-faults=" + ",".join(f"{p}:{k}" for p, k in faults.items()),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = _rows(tmp_path / "results" / "bad")
+    baseline = _rows(fedavg_run[1])
+    # the client defense and the rule change nothing about who is sampled
+    assert [r["sampled"] for r in rows] == [r["sampled"] for r in baseline]
+    for r in rows:
+        sampled = set(r["sampled"])
+        rejected = len(sampled & {1, 2, 3})
+        crashed = len(sampled & {4})
+        assert r["rejected_replies"] == rejected, r
+        assert r["failed_replies"] == crashed, r
+        assert r["aggregated_replies"] == 5 - rejected - crashed, r
+        assert r["wbc_perturbed_fraction"] > 0
+    assert rows[-1]["benign_acc"] > 0.5
+    assert "rejected reply from node" in out.stdout
 
 
 def test_failed_run_exits_nonzero(tmp_path: Path) -> None:

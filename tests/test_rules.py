@@ -173,3 +173,11 @@ def test_invariant_is_zero_exactly_where_agreement_at_most_tau(
     low = sign_consistency(U) <= tau
     assert bool((out[low] == 0).all())
     assert bool((out[:20] != 0).all())  # full agreement is never masked
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 20, 33])
+def test_sorting_network_sorts(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    U = torch.randint(-3, 4, (n, 257), generator=g).float()  # many ties
+    rows = order_stats._sorted_rows_cpu(U.clone(), torch.empty(257))
+    torch.testing.assert_close(torch.stack(rows), torch.sort(U, dim=0).values)

@@ -1,0 +1,59 @@
+"""Which client-side defense a benign node applies (``client-defense``), built from the config.
+
+- ``none``: plain local SGD;
+- ``wbc``: FL-WBC during training (`client_app.wbc`), keys ``wbc-s``, ``wbc-noise-param``;
+- ``ldp``: clip and noise the update before sending (`client_app.ldp`), ``ldp-clip``,
+  ``ldp-sigma``.
+
+Malicious nodes never apply the benign defense. Each defense's noise has its own stream keyed
+by (seed, round, partition), so switching defenses never changes any other random draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from client_app.ldp import ldp_release
+from client_app.wbc import FLWBC
+from immunefl.seeding import torch_generator
+
+CLIENT_DEFENSES = ("none", "wbc", "ldp")
+
+
+def _generator(cfg: Mapping[str, Any], stream: str, server_round: int, pid: int, model: nn.Module):
+    device = next(model.parameters()).device
+    return torch_generator(int(cfg["seed"]), stream, server_round, pid, device=device.type)
+
+
+def training_hooks(
+    cfg: Mapping[str, Any], model: nn.Module, server_round: int, partition_id: int
+) -> list[FLWBC]:
+    """Step hooks for benign local training (FL-WBC when configured)."""
+    if cfg["client-defense"] != "wbc":
+        return []
+    gen = _generator(cfg, "wbc-noise", server_round, partition_id, model)
+    return [
+        FLWBC(model.parameters(), float(cfg["lr"]), float(cfg["wbc-s"]), gen,
+              str(cfg["wbc-noise-param"]))
+    ]  # fmt: skip
+
+
+def release_state(
+    cfg: Mapping[str, Any],
+    model: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    server_round: int,
+    partition_id: int,
+) -> dict[str, torch.Tensor]:
+    """The state a benign node sends (LDP-noised when configured)."""
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if cfg["client-defense"] == "ldp":
+        gen = _generator(cfg, "ldp-noise", server_round, partition_id, model)
+        state = ldp_release(
+            state, global_state, float(cfg["ldp-clip"]), float(cfg["ldp-sigma"]), gen
+        )
+    return {k: v.cpu() for k, v in state.items()}

@@ -1,0 +1,47 @@
+"""Local differential privacy baseline (FL-WBC §7.1 "LDP"): clip, then add Laplace noise.
+
+    u = W_local - W_global
+    u <- u * min(1, C / ||u||_2)                (clip to L2 norm C = ldp-clip)
+    u <- u + Laplace noise of std sigma         (sigma = ldp-sigma, per coordinate)
+    send W_global + u
+
+Flower's `LocalDpMod` adds Gaussian noise; the paper's baseline uses Laplace noise, so the
+clip-and-noise step lives here. The noise has its own seeded generator (``ldp-noise``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from immunefl.noise import laplace_like
+
+
+def clip_to_norm(update: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``update`` scaled to L2 norm at most `max_norm` (a new tensor)."""
+    if not max_norm > 0:
+        raise ValueError(f"ldp-clip must be > 0, got {max_norm}")
+    norm = torch.linalg.vector_norm(update)
+    return update * torch.clamp(max_norm / norm.clamp_min(1e-12), max=1.0)
+
+
+def ldp_release(
+    local: Mapping[str, torch.Tensor],
+    global_: Mapping[str, torch.Tensor],
+    clip: float,
+    sigma: float,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """The state to send: global + clipped, noised update over all floating-point tensors."""
+    keys = [k for k, v in local.items() if v.is_floating_point()]
+    flat = torch.cat([(local[k] - global_[k].to(local[k].device)).reshape(-1) for k in keys])
+    noisy = clip_to_norm(flat, clip)
+    noisy += laplace_like(noisy, sigma, generator)
+    out = dict(local)
+    offset = 0
+    for k in keys:
+        n = local[k].numel()
+        out[k] = global_[k].to(local[k].device) + noisy[offset : offset + n].view_as(local[k])
+        offset += n
+    return out
