@@ -1,9 +1,10 @@
-"""`immunefl` command line: run an experiment on the local simulation engine.
+"""`immunefl` command line: run experiments on the local simulation engine.
 
-    immunefl run [CONFIG.yaml] [--set key=value ...] [--cpus-per-client N] [--gpus-per-client F]
+    immunefl run   [CONFIG.yaml] [--set key=value ...]   one run
+    immunefl sweep CONFIG.yaml   [--set key=value ...]   every point of a sweep (list values)
 
-Exits 0 only when the run finished with status ``finished:completed`` and wrote its summary;
-the local SuperLink it started is stopped in every case.
+Each exits 0 only when every run finished with status ``finished:completed`` and wrote its
+summary; the local SuperLink it started (one for all points of a sweep) is stopped in every case.
 """
 
 from __future__ import annotations
@@ -11,84 +12,73 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from immunefl.config import PROJECT_ROOT, ConfigError, parse_overrides, resolve_config
+from immunefl.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    expand_sweep,
+    parse_overrides,
+    resolve_config,
+)
 from immunefl.data import DataNotFoundError, locate_dataset
 from immunefl.launcher import LocalSimulation, RunFailed, write_run_config
-from server_app.results import default_run_name
+from server_app.results import atomic_write_json, default_run_name
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="immunefl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one experiment on the local simulation engine")
-    run.add_argument("config", nargs="?", type=Path, help="YAML file of run-config overrides")
-    run.add_argument("--config", dest="config_opt", type=Path, help="same as the positional")
-    run.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one run-config key (repeatable)",
-    )
-    run.add_argument(
-        "--cpus-per-client",
-        type=int,
-        default=1,
-        help="CPUs reserved per simulated client (Ray actor); default 1",
-    )
-    run.add_argument(
-        "--gpus-per-client",
-        type=float,
-        default=0.0,
-        help="GPU fraction per client, e.g. 0.25 (GPU machines only)",
-    )
-    run.add_argument(
-        "--flwr-home",
-        type=Path,
-        default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
-        help="private FLWR_HOME (default: <repo>/.flwr)",
-    )
-    run.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
+    for name, text in (("run", "run one experiment"), ("sweep", "run every point of a sweep")):
+        p = sub.add_parser(name, help=f"{text} on the local simulation engine")
+        p.add_argument("config", nargs="?", type=Path, help="YAML file of run-config values")
+        p.add_argument("--config", dest="config_opt", type=Path, help="same as the positional")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one run-config key (repeatable)")  # fmt: skip
+        p.add_argument(
+            "--cpus-per-client",
+            type=int,
+            default=1,
+            help="CPUs reserved per simulated client (Ray actor); default 1",
+        )
+        p.add_argument(
+            "--gpus-per-client",
+            type=float,
+            default=0.0,
+            help="GPU fraction per client, e.g. 0.25 (GPU machines only)",
+        )
+        p.add_argument("--flwr-home", type=Path,
+                       default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
+                       help="private FLWR_HOME (default: <repo>/.flwr)")  # fmt: skip
+        p.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    yaml_path = args.config or args.config_opt
-    try:
-        config = resolve_config(yaml_path, parse_overrides(args.sets))
-        locate_dataset(str(config["dataset"]), str(config["data-dir"]))
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"immunefl: {exc}", file=sys.stderr)
-        return 2
+def _finalize(config: dict[str, Any]) -> Path:
+    """Absolute results dir and a run name; return the run directory."""
     config["results-dir"] = str(Path(str(config["results-dir"])).expanduser().resolve())
     config["run-name"] = str(config["run-name"]) or default_run_name(config)
+    return Path(str(config["results-dir"])) / str(config["run-name"])
+
+
+def _run_one(
+    sim: LocalSimulation, config: dict[str, Any], args: argparse.Namespace, echo: Callable
+) -> tuple[bool, dict[str, Any] | None]:
     run_dir = Path(str(config["results-dir"])) / str(config["run-name"])
-    if (run_dir / "rounds.jsonl").exists():
-        print(f"immunefl: {run_dir} already holds a run; choose another run-name", file=sys.stderr)
-        return 2
     toml_path = write_run_config(config, args.flwr_home / "runs" / f"{config['run-name']}.toml")
-
-    def echo(line: str) -> None:
-        if not args.quiet or "[immunefl]" in line or "ERROR" in line:
-            print(line, flush=True)
-
     print(f"immunefl: run '{config['run-name']}' -> {run_dir}", flush=True)
-    try:
-        with LocalSimulation(PROJECT_ROOT, args.flwr_home) as sim:
-            outcome = sim.run(
-                toml_path,
-                num_supernodes=int(config["num-partitions"]),
-                cpus_per_client=args.cpus_per_client,
-                gpus_per_client=args.gpus_per_client,
-                echo=echo,
-            )
-    except (RunFailed, RuntimeError, TimeoutError) as exc:
-        print(f"immunefl: run failed: {exc}", file=sys.stderr)
-        return 1
+    outcome = sim.run(
+        toml_path,
+        num_supernodes=int(config["num-partitions"]),
+        cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
+        echo=echo,
+    )
     summary_path = run_dir / "summary.json"
     if outcome.status != "finished:completed" or not summary_path.exists():
         print(
@@ -97,21 +87,81 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"see the log above and {args.flwr_home}/superlink/",
             file=sys.stderr,
         )
-        return 1
+        return False, None
     summary = json.loads(summary_path.read_text())
     print(
         f"immunefl: completed run {outcome.run_id} in {outcome.seconds:.1f}s; "
         f"final benign_acc {summary['final_benign_acc']:.4f}; results in {run_dir}",
         flush=True,
     )
-    return 0
+    return True, summary
+
+
+def _point_name(point: dict[str, Any]) -> str:
+    name = "_".join(f"{k}={v}" for k, v in point.items()) or "point"
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", name)
+
+
+def cmd(args: argparse.Namespace) -> int:
+    yaml_path = args.config or args.config_opt
+    try:
+        overrides = parse_overrides(args.sets)
+        if args.command == "run":
+            configs = [({}, resolve_config(yaml_path, overrides))]
+        else:
+            if yaml_path is None:
+                raise ConfigError(["`immunefl sweep` needs a YAML file"])
+            configs = expand_sweep(yaml_path, overrides)
+        for _, config in configs:
+            locate_dataset(str(config["dataset"]), str(config["data-dir"]))
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"immunefl: {exc}", file=sys.stderr)
+        return 2
+    sweep_name = ""
+    if args.command == "sweep":
+        base = configs[0][1]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        sweep_name = str(base["run-name"]) or f"sweep-{Path(yaml_path).stem}-{stamp}"
+        for point, config in configs:
+            config["results-dir"] = str(Path(str(config["results-dir"])) / sweep_name)
+            config["run-name"] = _point_name(point)
+    for _, config in configs:
+        run_dir = _finalize(config)
+        if (run_dir / "rounds.jsonl").exists():
+            print(f"immunefl: {run_dir} already holds a run; choose another run-name",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+
+    def echo(line: str) -> None:
+        if not args.quiet or "[immunefl]" in line or "ERROR" in line:
+            print(line, flush=True)
+
+    results: list[dict[str, Any]] = []
+    ok_all = True
+    try:
+        with LocalSimulation(PROJECT_ROOT, args.flwr_home) as sim:
+            for i, (point, config) in enumerate(configs, 1):
+                if len(configs) > 1:
+                    print(f"immunefl: sweep point {i}/{len(configs)}: {point}", flush=True)
+                ok, summary = _run_one(sim, config, args, echo)
+                ok_all &= ok
+                results.append({"point": point, "run_name": config["run-name"], "ok": ok,
+                                "summary": summary})  # fmt: skip
+    except (RunFailed, RuntimeError, TimeoutError) as exc:
+        print(f"immunefl: run failed: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "sweep":
+        sweep_dir = Path(str(configs[0][1]["results-dir"]))
+        atomic_write_json(sweep_dir / "sweep.json", {"config": str(yaml_path), "points": results})
+        print(f"immunefl: sweep of {len(results)} points -> {sweep_dir}/sweep.json")
+        for r in results:
+            acc = r["summary"]["final_benign_acc"] if r["summary"] else float("nan")
+            print(f"  {r['run_name']:40} {'ok' if r['ok'] else 'FAILED':7} benign_acc {acc:.4f}")
+    return 0 if ok_all else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
-    return 2  # pragma: no cover - argparse enforces the choices
+    return cmd(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

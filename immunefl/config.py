@@ -138,6 +138,50 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def split_sweep(layer: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Separate a YAML layer into fixed values and sweep axes (keys whose value is a list)."""
+    fixed = {k: v for k, v in layer.items() if not isinstance(v, list)}
+    axes = {k: list(v) for k, v in layer.items() if isinstance(v, list)}
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise ConfigError([f"sweep axis '{k}' is an empty list" for k in empty])
+    return fixed, axes
+
+
+def expand_sweep(
+    yaml_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    schema: Mapping[str, Scalar] | None = None,
+) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
+    """Every point of a sweep: ``(the point's axis values, its full validated config)``.
+
+    A list value in the YAML file is a sweep axis; the points are the cartesian product of the
+    axes in file order (a file without lists is a one-point sweep). All points are validated
+    before any runs, and every problem of every point is reported at once.
+    """
+    import itertools
+
+    schema = dict(schema if schema is not None else load_schema())
+    layer = read_yaml_config(Path(yaml_path)) if yaml_path is not None else {}
+    fixed, axes = split_sweep(layer)
+    unknown = [f"{yaml_path}: {_unknown(k, schema)}" for k in axes if k not in schema]
+    if unknown:
+        raise ConfigError(unknown)
+    points = []
+    problems: list[str] = []
+    for values in itertools.product(*axes.values()):
+        point = dict(zip(axes, values, strict=True))
+        try:
+            config = resolve_config(None, {**fixed, **point, **(overrides or {})}, schema)
+            points.append((point, config))
+        except ConfigError as exc:
+            label = ", ".join(f"{k}={v}" for k, v in point.items()) or "the config"
+            problems.extend(f"[{label}] {p}" for p in exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return points
+
+
 def resolve_config(
     yaml_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -147,7 +191,14 @@ def resolve_config(
     schema = dict(schema if schema is not None else load_schema())
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if yaml_path is not None:
-        layers.append((str(yaml_path), read_yaml_config(Path(yaml_path))))
+        layer = read_yaml_config(Path(yaml_path))
+        _, axes = split_sweep(layer)
+        if axes:
+            raise ConfigError(
+                [f"{yaml_path} sweeps {', '.join(axes)} (list values); run it with "
+                 "`immunefl sweep`, or give single values"]
+            )  # fmt: skip
+        layers.append((str(yaml_path), layer))
     if overrides:
         layers.append(("--set", overrides))
     config = dict(schema)

@@ -10,6 +10,7 @@ from immunefl.config import (
     PROJECT_ROOT,
     ConfigError,
     coerce,
+    expand_sweep,
     load_schema,
     parse_overrides,
     resolve_config,
@@ -102,7 +103,7 @@ def test_every_shipped_config_validates() -> None:
     files = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
     assert files, "configs/ must hold at least the default experiment"
     for f in files:
-        resolve_config(f)
+        assert expand_sweep(f)  # a plain config is a one-point sweep
 
 
 @pytest.mark.parametrize(
@@ -124,3 +125,26 @@ def test_cli_rejects_bad_config_before_starting(args: list[str], needle: str) ->
     assert out.returncode == 2
     assert needle in out.stderr
     assert "Starting" not in out.stdout  # nothing was launched
+
+
+def test_sweep_expands_cartesian_product_in_file_order(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("client-defense: wbc\nwbc-s: [0.1, 0.4]\nseed: [0, 1, 2]\n")
+    points = expand_sweep(f, {"num-server-rounds": "7"})
+    assert [p for p, _ in points] == [
+        {"wbc-s": s, "seed": seed} for s in (0.1, 0.4) for seed in (0, 1, 2)
+    ]
+    assert all(c["num-server-rounds"] == 7 and c["client-defense"] == "wbc" for _, c in points)
+    assert points[4][1]["wbc-s"] == 0.4 and points[4][1]["seed"] == 1
+    with pytest.raises(ConfigError, match="immunefl sweep"):
+        resolve_config(f)  # `run` refuses a sweep file
+
+
+def test_sweep_reports_bad_points_and_unknown_axes(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("lr: [0.1, -1.0]\n")
+    with pytest.raises(ConfigError, match=r"\[lr=-1.0\] 'lr' must be a finite number > 0"):
+        expand_sweep(f)
+    f.write_text("learning-rate: [0.1]\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning-rate'"):
+        expand_sweep(f)

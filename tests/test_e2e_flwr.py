@@ -137,3 +137,28 @@ def test_failed_run_exits_nonzero(tmp_path: Path) -> None:
     )
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "finished:failed" in out.stderr
+
+
+def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "num-partitions: 10\nclients-per-round: 3\nnum-server-rounds: 1\n"
+        "client-defense: wbc\nwbc-s: [0.0, 0.4]\n"
+    )
+    flwr_home = tmp_path / "flwr-home"
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "sweep", str(sweep), "--quiet",
+         "--flwr-home", str(flwr_home), "--set", f"results-dir={tmp_path / 'res'}",
+         "--set", "run-name=sw", "--set", f"data-dir={fmnist_dir}"],
+        capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    assert out.stdout.count("Using SuperLink") == 2  # two runs ...
+    assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 1  # ... one SuperLink
+    result = json.loads((tmp_path / "res" / "sw" / "sweep.json").read_text())
+    assert [p["point"] for p in result["points"]] == [{"wbc-s": 0.0}, {"wbc-s": 0.4}]
+    assert all(p["ok"] and p["summary"]["rounds_completed"] == 1 for p in result["points"])
+    rows = [_rows(tmp_path / "res" / "sw" / name)[0] for name in ("wbc-s=0.0", "wbc-s=0.4")]
+    assert rows[0]["sampled"] == rows[1]["sampled"]
+    assert rows[0]["wbc_perturbed_fraction"] == 0 < rows[1]["wbc_perturbed_fraction"]
