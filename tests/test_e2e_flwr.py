@@ -147,7 +147,7 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     )
     flwr_home = tmp_path / "flwr-home"
     out = subprocess.run(
-        [sys.executable, "-m", "immunefl.cli", "sweep", str(sweep), "--quiet",
+        [sys.executable, "-m", "immunefl.cli", "sweep", str(sweep),
          "--flwr-home", str(flwr_home), "--set", f"results-dir={tmp_path / 'res'}",
          "--set", "run-name=sw", "--set", f"data-dir={fmnist_dir}"],
         capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
