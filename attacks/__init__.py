@@ -1,8 +1,82 @@
-"""Malicious client behaviours (targeted poisoning, backdoors, untargeted attacks).
+"""Malicious client behaviours, one attack per module, behind one small interface.
 
-The attack implementations arrive with the attacks issue; until then every node is benign and
-the ClientApp's ``whoami`` reports the role from its node config (``role``, default
-``benign``). `ROLES` is the set of roles a node config may declare.
+`ATTACKS` maps the run-config value of ``attack`` to a class with ``__init__(config)``,
+``config_problems(config)`` and ``craft(ctx, indices, generator) -> state``. `craft_malicious`
+is what the ClientApp calls for a malicious node; it applies the modifiers:
+
+- ``attack-collude``: every attacker trains on the union of the malicious partitions with one
+  shared seed, so all of them send one identical update (Panda et al., 2022);
+- ``attack-adaptive``: the update is reshaped against the AND-mask (`attacks.adaptive`).
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import torch
+
+from attacks.adaptive import predicted_mask, rescale_to_mask
+from attacks.alie import ALIE
+from attacks.backdoor import Backdoor
+from attacks.base import AttackContext, State, flatten_update, state_from_update
+from attacks.gaussian import GaussianNoise
+from attacks.ipm import IPM
+from attacks.sign_flip import SignFlip
+from attacks.targeted import TargetedPoisoning
+
 ROLES = ("benign", "malicious")
+ATTACKS: dict[str, Any] = {
+    "targeted": TargetedPoisoning,
+    "backdoor": partial(Backdoor, kind="backdoor"),
+    "dba": partial(Backdoor, kind="dba"),
+    "edge-case": partial(Backdoor, kind="edge-case"),
+    "sign-flip": SignFlip,
+    "gaussian": GaussianNoise,
+    "alie": ALIE,
+    "ipm": IPM,
+}
+PROBLEMS = {
+    "targeted": TargetedPoisoning.config_problems,
+    "backdoor": Backdoor.config_problems,
+    "dba": Backdoor.config_problems,
+    "edge-case": Backdoor.config_problems,
+    "sign-flip": SignFlip.config_problems,
+    "gaussian": GaussianNoise.config_problems,
+    "alie": ALIE.config_problems,
+    "ipm": IPM.config_problems,
+}
+
+__all__ = ["ATTACKS", "ROLES", "AttackContext", "attack_problems", "craft_malicious"]
+
+
+def attack_problems(config: Mapping[str, Any]) -> list[str]:
+    """Problems with the configured attack (name and hyper-parameters)."""
+    name = str(config["attack"])
+    if name == "none":
+        return []
+    if name not in ATTACKS:
+        return [f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}"]
+    return PROBLEMS[name](config)
+
+
+def craft_malicious(ctx: AttackContext) -> State:
+    """The state a malicious node sends this round."""
+    config = ctx.config
+    attack = ATTACKS[str(config["attack"])](config)
+    if bool(config["attack-collude"]):
+        indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values
+        generator = ctx.generator("attack-collude")
+    else:
+        indices, generator = ctx.indices, ctx.generator("attack", ctx.partition_id)
+    state = attack.craft(ctx, indices, generator)
+    if bool(config["attack-adaptive"]):
+        update = flatten_update(state, ctx.global_state)
+        refs = torch.stack([ctx.benign_update(p).to(update.device) for p in ctx.malicious])
+        keep = predicted_mask(
+            update, refs, int(config["clients-per-round"]), int(config["malicious-per-round"]),
+            float(config["invariant-tau"]),
+        )  # fmt: skip
+        state = state_from_update(rescale_to_mask(update, keep), ctx.global_state)
+    return state

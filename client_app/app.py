@@ -5,9 +5,16 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from attacks import AttackContext, craft_malicious
 from client_app.defense import release_state, training_hooks
 from client_app.faults import apply_fault, parse_faults
-from client_app.node import NodeIdentity, configure_torch_threads, node_data
+from client_app.node import (
+    NodeIdentity,
+    all_partitions,
+    configure_torch_threads,
+    malicious_partitions,
+    node_data,
+)
 from immunefl.models import build_model
 from immunefl.seeding import torch_generator
 from immunefl.training import evaluate as evaluate_model
@@ -37,21 +44,48 @@ def train(msg: Message, context: Context) -> Message:
     model.to(device)
     server_round = int(msg.content["config"]["server-round"])
     pid = identity.partition_id
-    hooks = training_hooks(cfg, model, server_round, pid) if identity.role == "benign" else []
-    result = train_sgd(
-        model,
-        dataset,
-        dataset.train,
-        indices,
-        epochs=int(cfg["local-epochs"]),
-        batch_size=int(cfg["batch-size"]),
-        lr=float(cfg["lr"]),
-        momentum=float(cfg["momentum"]),
-        generator=torch_generator(int(cfg["seed"]), "client-data", server_round, pid),
-        device=device,
-        hooks=hooks,
+    attacking = (
+        identity.role == "malicious"
+        and cfg["attack"] != "none"
+        and not bool(msg.content["config"].get("benign-override", False))
     )
-    state = release_state(cfg, model, global_state, server_round, pid)
+    if attacking:
+        ctx = AttackContext(
+            config=cfg,
+            dataset=dataset,
+            partition_id=pid,
+            indices=indices,
+            partitions=all_partitions(cfg, identity.num_partitions),
+            malicious=malicious_partitions(identity.num_partitions, cfg),
+            server_round=server_round,
+            global_state=global_state,
+            build_model=lambda: build_model(str(cfg["model"]), str(cfg["dataset"])),
+            device=device,
+        )
+        state = {k: v.detach().cpu() for k, v in craft_malicious(ctx).items()}
+        metrics = MetricRecord({"num-examples": int(indices.numel()), "attacked": 1})
+    else:
+        hooks = training_hooks(cfg, model, server_round, pid)
+        result = train_sgd(
+            model,
+            dataset,
+            dataset.train,
+            indices,
+            epochs=int(cfg["local-epochs"]),
+            batch_size=int(cfg["batch-size"]),
+            lr=float(cfg["lr"]),
+            momentum=float(cfg["momentum"]),
+            generator=torch_generator(int(cfg["seed"]), "client-data", server_round, pid),
+            device=device,
+            hooks=hooks,
+        )
+        state = release_state(cfg, model, global_state, server_round, pid)
+        metrics = MetricRecord(
+            {"train_loss": result.mean_loss, "num-examples": result.num_examples,
+             "steps": result.steps, "attacked": 0}
+        )  # fmt: skip
+        for hook in hooks:
+            metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
     fault = parse_faults(str(cfg["inject-faults"])).get(pid)
     if fault is not None:
         state = apply_fault(fault, state)

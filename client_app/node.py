@@ -42,10 +42,35 @@ class NodeIdentity:
             )
         if not 0 <= pid < n:
             raise ValueError(f"node config partition-id={pid} is outside [0, {n})")
-        role = str(node_config.get("role", "benign"))
+        role = str(node_config.get("role", "")) or simulated_role(pid, n, run_config)
         if role not in ROLES:
             raise ValueError(f"node config role='{role}'; valid: {', '.join(ROLES)}")
         return cls(pid, n, role)
+
+
+def malicious_partitions(num_partitions: int, run_config: Mapping[str, Any]) -> tuple[int, ...]:
+    """Partition ids that are malicious in simulation (``num-malicious``, placement)."""
+    m = int(run_config["num-malicious"])
+    if run_config["malicious-placement"] == "first":
+        return tuple(range(m))
+    return tuple(range(num_partitions - m, num_partitions))
+
+
+def simulated_role(pid: int, num_partitions: int, run_config: Mapping[str, Any]) -> str:
+    """The role of partition `pid` when the node config does not set one."""
+    return "malicious" if pid in malicious_partitions(num_partitions, run_config) else "benign"
+
+
+def all_partitions(run_config: Mapping[str, Any], num_partitions: int) -> tuple[torch.Tensor, ...]:
+    """Every partition's training indices (cached per process)."""
+    return cached_partitions(
+        str(run_config["dataset"]),
+        str(run_config["data-dir"]),
+        str(run_config["partitioning"]),
+        num_partitions,
+        int(run_config["seed"]),
+        float(run_config["dirichlet-alpha"]),
+    )
 
 
 def node_data(
@@ -53,15 +78,7 @@ def node_data(
 ) -> tuple[Dataset, torch.Tensor]:
     """The dataset (cached per process) and this node's training indices."""
     dataset = load_dataset(str(run_config["dataset"]), str(run_config["data-dir"]))
-    parts = cached_partitions(
-        str(run_config["dataset"]),
-        str(run_config["data-dir"]),
-        str(run_config["partitioning"]),
-        identity.num_partitions,
-        int(run_config["seed"]),
-        float(run_config["dirichlet-alpha"]),
-    )
-    return dataset, parts[identity.partition_id]
+    return dataset, all_partitions(run_config, identity.num_partitions)[identity.partition_id]
 
 
 def configure_torch_threads() -> None:

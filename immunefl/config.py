@@ -37,6 +37,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "client-defense": ("none", "wbc", "ldp"),
     "wbc-noise-param": ("std", "scale"),
+    "malicious-placement": ("last", "first"),
+    "attack-mode": ("rounds", "continuous"),
 }
 POSITIVE_INTS = (
     "num-partitions",
@@ -217,6 +219,61 @@ def resolve_config(
     return validate_config(config, schema)
 
 
+def parse_rounds(spec: str) -> list[int]:
+    """``"12, 40"`` -> ``[12, 40]`` (sorted, unique); ValueError on anything else."""
+    items = [x.strip() for x in str(spec).split(",") if x.strip()]
+    if not all(x.isdigit() for x in items):
+        raise ValueError(f"'{spec}' is not a comma-separated list of round numbers")
+    return sorted({int(x) for x in items})
+
+
+def _threat_problems(c: Mapping[str, Any]) -> list[str]:
+    from attacks import attack_problems
+
+    problems = attack_problems(c)
+    m, n = int(c["num-malicious"]), int(c["num-partitions"])
+    if not 0 <= m <= n:
+        problems.append(f"'num-malicious' must be in [0, num-partitions={n}], got {m}")
+    try:
+        rounds = parse_rounds(str(c["adv-rounds"]))
+        late = [r for r in rounds if not 1 <= r <= int(c["num-server-rounds"])]
+        if late:
+            problems.append(f"'adv-rounds' {late} outside [1, num-server-rounds]")
+    except ValueError as exc:
+        problems.append(f"'adv-rounds': {exc}")
+        rounds = []
+    p = float(c["adv-round-prob"])
+    if not 0.0 <= p <= 1.0:
+        problems.append(f"'adv-round-prob' must be in [0, 1], got {p}")
+    if rounds and p > 0:
+        problems.append("give either 'adv-rounds' or 'adv-round-prob', not both")
+    if c["attack"] != "none":
+        if m < 1:
+            problems.append(f"attack '{c['attack']}' needs 'num-malicious' >= 1")
+        if c["attack-mode"] == "rounds":
+            k = int(c["malicious-per-round"])
+            if not rounds and p == 0:
+                problems.append(
+                    "attack-mode 'rounds' needs adversarial rounds: set 'adv-rounds' or "
+                    "'adv-round-prob' (or use attack-mode 'continuous')"
+                )
+            if not 1 <= k <= min(m, int(c["clients-per-round"])) and m >= 1:
+                problems.append(
+                    f"'malicious-per-round' must be in [1, min(num-malicious, clients-per-round)]"
+                    f" = [1, {min(m, int(c['clients-per-round']))}], got {k}"
+                )
+            if n - m < int(c["clients-per-round"]):
+                problems.append(
+                    f"only {n - m} benign partitions for clients-per-round "
+                    f"{c['clients-per-round']} in benign rounds"
+                )
+    if not 0.0 < float(c["mitigation-threshold"]) <= 1.0:
+        problems.append(
+            f"'mitigation-threshold' must be in (0, 1], got {c['mitigation-threshold']}"
+        )
+    return problems
+
+
 def validate_config(
     config: Mapping[str, Any], schema: Mapping[str, Scalar] | None = None
 ) -> dict[str, Scalar]:
@@ -276,6 +333,7 @@ def validate_config(
             problems.append(f"'inject-faults' names partitions {bad} >= num-partitions")
     except ValueError as exc:
         problems.append(f"'inject-faults': {exc}")
+    problems.extend(_threat_problems(c))
     if int(c["min-replies"]) < 1:
         problems.append(f"'min-replies' must be >= 1, got {c['min-replies']}")
     elif int(c["min-replies"]) > int(c["clients-per-round"]):

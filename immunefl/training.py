@@ -7,7 +7,7 @@ memory as a uint8 tensor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,10 @@ def resolve_device(requested: str = "auto") -> torch.device:
     if requested not in ("cpu", "cuda"):
         raise ValueError(f"unknown device '{requested}'; valid: auto, cpu, cuda")
     return torch.device(requested)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class StepHook(Protocol):
@@ -59,12 +63,15 @@ def train_sgd(
     generator: torch.Generator,
     device: torch.device,
     hooks: Sequence[StepHook] = (),
+    loss_fn: LossFn | None = None,
+    batch_transform: BatchTransform | None = None,
 ) -> TrainResult:
     """Train `model` in place with SGD on ``split[indices]`` for `epochs` epochs.
 
     Each epoch visits the indices in a fresh permutation drawn from `generator`; the last batch
     may be smaller (no samples are dropped). `hooks` run right before and after every
-    ``optimizer.step()``.
+    ``optimizer.step()``. Attacks change the objective with `loss_fn(model, x, y)` (default:
+    cross-entropy) or the data with `batch_transform(x, y) -> (x, y)` on normalised batches.
     """
     if indices.numel() == 0:
         raise ValueError("cannot train on an empty partition")
@@ -80,7 +87,10 @@ def train_sgd(
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            x, y = images[batch], labels[batch]
+            if batch_transform is not None:
+                x, y = batch_transform(x, y)
+            loss = loss_fn(model, x, y) if loss_fn else F.cross_entropy(model(x), y)
             loss.backward()
             for hook in hooks:
                 hook.before_step()

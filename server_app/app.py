@@ -1,10 +1,11 @@
-"""ServerApp: validate the config, learn the roster, run the rounds, write the results."""
+"""ServerApp: validate the config, learn the roster, run the threat scenario, write results."""
 
 from __future__ import annotations
 
 import time
 from logging import INFO
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
@@ -13,13 +14,38 @@ from flwr.serverapp import Grid, ServerApp
 from immunefl.config import validate_config
 from immunefl.models import init_model
 from server_app.evaluation import CentralEvaluator
-from server_app.loop import run_rounds
+from server_app.loop import Counterfactual, run_rounds
+from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.results import RunRecorder, default_run_name, summarize
 from server_app.roster import discover
-from server_app.sampling import sample_partitions
+from server_app.scenario import ThreatScenario
 from strategies import build_strategy
 
 app = ServerApp()
+
+
+def attack_summary(
+    rows: list[dict[str, Any]], config: dict[str, Any], scheduled: list[int]
+) -> dict[str, Any]:
+    """Adversarial rounds and, per adversarial round, the attack mitigation rounds."""
+    adversarial = [r["round"] for r in rows if r.get("adversarial")]
+    out: dict[str, Any] = {"adversarial_rounds": adversarial, "scheduled_adversarial": scheduled}
+    if not adversarial or config["attack-mode"] != "rounds":
+        return out
+    last = rows[-1]["round"]
+    if "mis_conf" in rows[0]:
+        metric = {r["round"]: r["mis_conf"] for r in rows}
+        out["mitigation_metric"] = "mis_conf"
+        out["mitigation_threshold"] = float(config["mitigation-threshold"])
+    elif "asr" in rows[0]:
+        metric = {r["round"]: r["asr"] for r in rows}
+        out["mitigation_metric"] = "asr"
+        out["mitigation_threshold"] = asr_threshold(metric, adversarial[0])
+    else:
+        return out
+    rounds = mitigation_rounds(metric, adversarial, out["mitigation_threshold"], last)
+    out["mitigation_rounds"] = {str(t): v for t, v in rounds.items()}
+    return out
 
 
 @app.main()
@@ -31,43 +57,37 @@ def main(grid: Grid, context: Context) -> None:
     config["run-name"] = run_name
     run_dir = Path(str(config["results-dir"])).expanduser().resolve() / run_name
     recorder = RunRecorder(run_dir)
-    recorder.write_config(config, run_id=context.run_id, started=started)
-    log(INFO, "[immunefl] results -> %s", run_dir)
+    num_rounds = int(config["num-server-rounds"])
 
-    num_partitions = int(config["num-partitions"])
-    roster = discover(grid, num_partitions)
-    malicious = [p for p, role in roster.role_of.items() if role != "benign"]
-    if malicious:
-        raise RuntimeError(
-            f"partitions {malicious[:10]} declare role=malicious, but no attack is implemented yet"
-        )
-    seed, k = int(config["seed"]), int(config["clients-per-round"])
+    roster = discover(grid, int(config["num-partitions"]))
+    benign = [p for p, role in roster.role_of.items() if role == "benign"]
+    malicious = [p for p, role in roster.role_of.items() if role == "malicious"]
+    scenario = ThreatScenario(config, benign, malicious)
+    scheduled = scenario.adversarial_rounds(num_rounds)
+    recorder.write_config(
+        config, run_id=context.run_id, started=started, malicious_partitions=sorted(malicious),
+        adversarial_rounds=scheduled,
+    )  # fmt: skip
+    log(INFO, "[immunefl] results -> %s; adversarial rounds %s", run_dir, scheduled)
 
     def select_nodes(server_round: int) -> list[int]:
-        return [
-            roster.node_of[p] for p in sample_partitions(seed, server_round, roster.partitions, k)
-        ]
+        return [roster.node_of[p] for p in scenario.plan(server_round).partitions]
 
-    strategy = build_strategy(config, select_nodes)
-    model = init_model(str(config["model"]), str(config["dataset"]), seed)
+    model = init_model(str(config["model"]), str(config["dataset"]), int(config["seed"]))
+    initial = ArrayRecord(model.state_dict())
+    counterfactual = None
+    if config["track-aep"]:
+        counterfactual = Counterfactual(build_strategy(config, select_nodes), initial)
     arrays = run_rounds(
-        grid,
-        strategy,
-        ArrayRecord(model.state_dict()),
-        num_rounds=int(config["num-server-rounds"]),
-        roster=roster,
-        evaluator=CentralEvaluator(config),
-        recorder=recorder,
-    )
+        grid, build_strategy(config, select_nodes), initial,
+        num_rounds=num_rounds, roster=roster, scenario=scenario,
+        evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
+    )  # fmt: skip
     if config["save-model"]:
         recorder.save_model(arrays.to_torch_state_dict())
     summary = summarize(recorder.rows, time.time() - started)
+    summary.update(attack_summary(recorder.rows, config, scheduled))
     summary["status"] = "completed"
     recorder.write_summary(summary)
-    log(
-        INFO,
-        "[immunefl] done: final benign_acc %.4f in %.1fs -> %s",
-        summary["final_benign_acc"],
-        summary["wall_seconds"],
-        run_dir,
-    )
+    log(INFO, "[immunefl] done: final benign_acc %.4f in %.1fs -> %s",
+        summary["final_benign_acc"], summary["wall_seconds"], run_dir)  # fmt: skip

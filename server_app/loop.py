@@ -1,27 +1,59 @@
-"""The round loop: configure -> send/receive -> aggregate -> evaluate -> record.
+"""The round loop: plan -> configure -> send/receive -> aggregate -> evaluate -> record.
 
 Strategies stay Flower strategies (`configure_train`, `aggregate_train`, ...); this loop owns
-what Flower's `Strategy.start` leaves out and a threat-model study needs each round: which
-partitions trained, how many replies came back or failed, wall times, central evaluation, and a
-results line written as soon as the round ends.
+what Flower's `Strategy.start` leaves out and a threat-model study needs each round: the
+scenario's plan (adversarial or not, who trains), how many replies came back, were rejected or
+failed, wall times, central evaluation (benign and attack metrics), an optional counterfactual
+model without attacks (AEP, FL-WBC Def. 1), and a results line written as soon as the round
+ends.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from logging import INFO
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server_app.results import RunRecorder
 from server_app.roster import Roster
+from server_app.scenario import ThreatScenario
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
+
+
+@dataclass
+class Counterfactual:
+    """W_t(S \\ M): the same rounds and participants, malicious nodes training benignly."""
+
+    strategy: Strategy
+    arrays: ArrayRecord
+
+
+def _train_round(
+    grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord,
+    config: ConfigRecord, timeout: float,
+) -> tuple[list[Message], list[Message], ArrayRecord | None, Any]:  # fmt: skip
+    messages = list(strategy.configure_train(server_round, arrays, config, grid))
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    new_arrays, metrics = strategy.aggregate_train(server_round, replies)
+    return messages, replies, new_arrays, metrics
+
+
+def float_distance(a: ArrayRecord, b: ArrayRecord) -> float:
+    """L2 distance between the floating-point tensors of two models."""
+    sa, sb = a.to_torch_state_dict(), b.to_torch_state_dict()
+    total = sum(
+        float(((sa[k].double() - sb[k].double()) ** 2).sum())
+        for k in sa if sa[k].is_floating_point()
+    )  # fmt: skip
+    return total**0.5
 
 
 def run_rounds(
@@ -31,23 +63,27 @@ def run_rounds(
     *,
     num_rounds: int,
     roster: Roster,
+    scenario: ThreatScenario,
     evaluator: Evaluator,
     recorder: RunRecorder,
+    counterfactual: Counterfactual | None = None,
     round_timeout: float = 3600.0,
 ) -> ArrayRecord:
     """Run `num_rounds` rounds from `arrays`; return the final global arrays."""
     for server_round in range(1, num_rounds + 1):
         t0 = time.perf_counter()
-        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
-        sampled = sorted(roster.partition_of(m.metadata.dst_node_id) for m in messages)
-        replies = list(grid.send_and_receive(messages, timeout=round_timeout))
-        failed = sum(1 for r in replies if r.has_error())
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        plan = scenario.plan(server_round)
+        messages, replies, new_arrays, train_metrics = _train_round(
+            grid, strategy, server_round, arrays, ConfigRecord(), round_timeout
+        )
         if new_arrays is not None:
             arrays = new_arrays
+        failed = sum(1 for r in replies if r.has_error())
         row: dict[str, Any] = {
             "round": server_round,
-            "sampled": sampled,
+            "adversarial": plan.adversarial,
+            "sampled": sorted(roster.partition_of(m.metadata.dst_node_id) for m in messages),
+            "malicious": plan.malicious,
             "num_replies": len(replies) - failed,
             "failed_replies": failed + (len(messages) - len(replies)),
             "model_updated": new_arrays is not None,
@@ -65,17 +101,25 @@ def run_rounds(
                 row["client_eval_acc"] = float(eval_metrics["eval_acc"])
                 row["client_eval_loss"] = float(eval_metrics["eval_loss"])
         row.update(evaluator(arrays))
+        if counterfactual is not None:
+            _, _, cf_arrays, _ = _train_round(
+                grid, counterfactual.strategy, server_round, counterfactual.arrays,
+                ConfigRecord({"benign-override": True}), round_timeout,
+            )  # fmt: skip
+            if cf_arrays is not None:
+                counterfactual.arrays = cf_arrays
+            row["aep_norm"] = float_distance(counterfactual.arrays, arrays)
+            cf_metrics = evaluator(counterfactual.arrays)
+            row.update({f"cf_{k}": v for k, v in cf_metrics.items()})
         row["round_seconds"] = time.perf_counter() - t0
         recorder.append_round(row)
+        attack = "".join(
+            f"  {k} {row[k]:.3f}" for k in ("mis_conf", "asr") if k in row
+        )  # fmt: skip
         log(
             INFO,
-            "[immunefl] round %d/%d  benign_acc %.4f  loss %.4f  replies %d/%d  %.2fs",
-            server_round,
-            num_rounds,
-            row["benign_acc"],
-            row["benign_loss"],
-            row["num_replies"],
-            len(messages),
-            row["round_seconds"],
-        )
+            "[immunefl] round %d/%d%s  benign_acc %.4f%s  replies %d/%d  %.2fs",
+            server_round, num_rounds, " ADV" if plan.adversarial else "", row["benign_acc"],
+            attack, row["num_replies"], len(messages), row["round_seconds"],
+        )  # fmt: skip
     return arrays

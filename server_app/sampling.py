@@ -14,10 +14,16 @@ import numpy as np
 from immunefl.seeding import numpy_generator
 
 
-def sample_partitions(seed: int, server_round: int, population: Sequence[int], k: int) -> list[int]:
+def sample_partitions(
+    seed: int,
+    server_round: int,
+    population: Sequence[int],
+    k: int,
+    stream: str = "client-sampling",
+) -> list[int]:
     """`k` distinct partition ids drawn uniformly from `population` for `server_round`."""
     pool = np.asarray(sorted(population), dtype=np.int64)
     if not 0 < k <= pool.size:
         raise ValueError(f"cannot sample {k} of {pool.size} partitions")
-    rng = numpy_generator(seed, "client-sampling", server_round)
+    rng = numpy_generator(seed, stream, server_round)
     return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))

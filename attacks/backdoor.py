@@ -1,0 +1,106 @@
+"""Backdoor attacks: BadNets pixel trigger, DBA and edge-case (poisoned batches).
+
+In every local step a malicious node replaces ``poison-fraction`` of its batch with poisoned
+samples labelled ``backdoor-target``:
+
+- ``backdoor``: the batch images with the full pixel trigger (`attacks.triggers`);
+- ``dba``: the batch images with this attacker's quarter of the trigger (Xie et al., 2020);
+- ``edge-case``: images from ``edge-case-file`` (out-of-distribution, Wang et al., 2020),
+  a ``.pt``/``.npy`` uint8 tensor ``(N, C, H, W)`` or ``(N, H, W)``; the first half trains the
+  attack, the second half measures its success.
+
+The update is boosted by ``attack-boost`` (1 = plain data poisoning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.base import AttackContext, State, boost
+from attacks.triggers import DBA_PARTS, trigger_mask
+
+BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
+
+
+def load_edge_case(path: str, like: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` edge-case images from `path`, checked against the dataset's shape."""
+    if not path:
+        raise ValueError("attack 'edge-case' needs 'edge-case-file' (a .pt or .npy of images)")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"edge-case-file {p} does not exist")
+    data = torch.load(p) if p.suffix == ".pt" else torch.from_numpy(np.load(p))
+    if data.dim() == 3:
+        data = data.unsqueeze(1)
+    if data.dtype != torch.uint8 or tuple(data.shape[1:]) != tuple(like.shape[1:]) or len(data) < 2:
+        raise ValueError(
+            f"edge-case-file {p}: expected uint8 images of shape (N>=2, {tuple(like.shape[1:])}), "
+            f"got {data.dtype} {tuple(data.shape)}"
+        )
+    return data
+
+
+def edge_case_split(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train half, test half) of the edge-case images."""
+    half = len(images) // 2
+    return images[:half], images[half:]
+
+
+class Backdoor:
+    """``attack = backdoor | dba | edge-case``."""
+
+    def __init__(self, config: Mapping[str, Any], kind: str) -> None:
+        self.kind = kind
+        self.target = int(config["backdoor-target"])
+        self.fraction = float(config["poison-fraction"])
+        self.size = int(config["trigger-size"])
+        self.boost = float(config["attack-boost"])
+        self.epochs = int(config["attack-local-epochs"])
+        self.edge_file = str(config["edge-case-file"])
+
+    @staticmethod
+    def config_problems(config: Mapping[str, Any]) -> list[str]:
+        problems = []
+        if not 0.0 < float(config["poison-fraction"]) <= 1.0:
+            problems.append(f"'poison-fraction' must be in (0, 1], got {config['poison-fraction']}")
+        if not 0 <= int(config["backdoor-target"]) < 10:
+            problems.append(
+                f"'backdoor-target' must be a class in [0, 10), got {config['backdoor-target']}"
+            )
+        if int(config["trigger-size"]) < 1:
+            problems.append(f"'trigger-size' must be >= 1, got {config['trigger-size']}")
+        if config["attack"] == "edge-case" and not str(config["edge-case-file"]):
+            problems.append("attack 'edge-case' needs 'edge-case-file'")
+        return problems
+
+    def _poison_pool(self, ctx: AttackContext) -> torch.Tensor | None:
+        if self.kind != "edge-case":
+            return None
+        images = load_edge_case(self.edge_file, ctx.dataset.train.images)
+        return ctx.dataset.normalize(edge_case_split(images)[0]).to(ctx.device)
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        h, w = ctx.dataset.train.images.shape[-2:]
+        part = ctx.malicious.index(ctx.partition_id) % DBA_PARTS if self.kind == "dba" else None
+        mask = trigger_mask(h, w, self.size, part).to(ctx.device)
+        bright = ctx.dataset.normalize(torch.full((1, 1, 1, 1), 255, dtype=torch.uint8)).item()
+        pool = self._poison_pool(ctx)
+        pick = torch.Generator(device="cpu").manual_seed(int(generator.initial_seed()) ^ 0x5EED)
+
+        def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            k = max(1, round(self.fraction * len(y)))
+            x, y = x.clone(), y.clone()
+            if pool is None:
+                x[:k, :, mask] = bright
+            else:
+                x[:k] = pool[torch.randint(len(pool), (k,), generator=pick).to(pool.device)]
+            y[:k] = self.target
+            return x, y
+
+        state, _ = ctx.train(indices, self.epochs, generator, batch_transform=transform)
+        return boost(state, ctx.global_state, self.boost)

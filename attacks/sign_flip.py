@@ -1,0 +1,27 @@
+"""Sign flipping (untargeted): send ``-attack-boost`` times the benign update."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from attacks.base import AttackContext, State, flatten_update, state_from_update
+
+
+class SignFlip:
+    """``attack = sign-flip``."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.scale = float(config["attack-boost"])
+        self.epochs = int(config["local-epochs"])
+
+    @staticmethod
+    def config_problems(config: Mapping[str, Any]) -> list[str]:
+        return []
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        state, _ = ctx.train(indices, self.epochs, generator)
+        update = flatten_update(state, ctx.global_state)
+        return state_from_update(-self.scale * update, ctx.global_state)

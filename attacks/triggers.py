@@ -1,0 +1,36 @@
+"""Backdoor triggers on uint8 images ``(N, C, H, W)``.
+
+- ``pixel`` (BadNets, Gu et al. 2017): a white ``trigger-size`` x ``trigger-size`` square in the
+  bottom-right corner, one pixel from the border.
+- ``dba`` (Xie et al., ICLR 2020): the same square cut into 4 quadrants; attacker ``i`` embeds
+  quadrant ``i mod 4`` only; the server tests with the full (union) trigger.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DBA_PARTS = 4
+
+
+def trigger_mask(height: int, width: int, size: int, part: int | None = None) -> torch.Tensor:
+    """Boolean ``(H, W)`` mask of the trigger (or of one DBA quadrant, ``part`` in 0..3)."""
+    if not 1 <= size <= min(height, width) - 1:
+        raise ValueError(f"trigger-size must be in [1, {min(height, width) - 1}], got {size}")
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    top, left = height - 1 - size, width - 1 - size
+    if part is None:
+        mask[top : top + size, left : left + size] = True
+        return mask
+    half = size // 2 or 1
+    rows = (top, top + half) if part in (0, 1) else (top + half, top + size)
+    cols = (left, left + half) if part in (0, 2) else (left + half, left + size)
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
+    return mask
+
+
+def apply_trigger(images: torch.Tensor, mask: torch.Tensor, value: int = 255) -> torch.Tensor:
+    """A copy of uint8 `images` with the trigger pixels set to `value` on every channel."""
+    out = images.clone()
+    out[..., mask] = value
+    return out
