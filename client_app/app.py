@@ -89,11 +89,6 @@ def train(msg: Message, context: Context) -> Message:
     fault = parse_faults(str(cfg["inject-faults"])).get(pid)
     if fault is not None:
         state = apply_fault(fault, state)
-    metrics = MetricRecord(
-        {"train_loss": result.mean_loss, "num-examples": result.num_examples, "steps": result.steps}
-    )
-    for hook in hooks:
-        metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
 
 

@@ -140,6 +140,9 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     return data
 
 
+VARIANTS_KEY = "variants"
+
+
 def split_sweep(layer: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """Separate a YAML layer into fixed values and sweep axes (keys whose value is a list)."""
     fixed = {k: v for k, v in layer.items() if not isinstance(v, list)}
@@ -155,24 +158,31 @@ def expand_sweep(
     overrides: Mapping[str, Any] | None = None,
     schema: Mapping[str, Scalar] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
-    """Every point of a sweep: ``(the point's axis values, its full validated config)``.
+    """Every point of a sweep: ``(the point's varying values, its full validated config)``.
 
-    A list value in the YAML file is a sweep axis; the points are the cartesian product of the
-    axes in file order (a file without lists is a one-point sweep). All points are validated
-    before any runs, and every problem of every point is reported at once.
+    A list value in the YAML file is a sweep axis; ``variants:`` is a list of mappings, each a
+    set of keys that vary together (e.g. one defense = strategy + its parameter). The points are
+    the cartesian product of the variants and the axes, in file order (a file without lists is
+    a one-point sweep). All points are validated before any run, and every problem of every
+    point is reported at once.
     """
     import itertools
 
     schema = dict(schema if schema is not None else load_schema())
     layer = read_yaml_config(Path(yaml_path)) if yaml_path is not None else {}
     fixed, axes = split_sweep(layer)
-    unknown = [f"{yaml_path}: {_unknown(k, schema)}" for k in axes if k not in schema]
-    if unknown:
-        raise ConfigError(unknown)
+    variants = axes.pop(VARIANTS_KEY, [{}])
+    problems = [f"{yaml_path}: {_unknown(k, schema)}" for k in axes if k not in schema]
+    for v in variants:
+        if not isinstance(v, dict):
+            problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {v!r}")
+            continue
+        problems += [f"{yaml_path}: variants: {_unknown(k, schema)}" for k in v if k not in schema]
+    if problems:
+        raise ConfigError(problems)
     points = []
-    problems: list[str] = []
-    for values in itertools.product(*axes.values()):
-        point = dict(zip(axes, values, strict=True))
+    for variant, values in itertools.product(variants, itertools.product(*axes.values())):
+        point = {**variant, **dict(zip(axes, values, strict=True))}
         try:
             config = resolve_config(None, {**fixed, **point, **(overrides or {})}, schema)
             points.append((point, config))

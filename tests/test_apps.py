@@ -51,7 +51,7 @@ def test_client_train_trains_its_partition(fmnist_dir: Path) -> None:
     ctx = _context({"partition-id": 3, "num-partitions": 100})
     reply = train(_train_msg(state), ctx)
     metrics = reply.content["metrics"]
-    assert metrics["num-examples"] == 600 and metrics["steps"] == 19
+    assert metrics["num-examples"] == 600 and metrics["steps"] == 19 and metrics["attacked"] == 0
     new = reply.content["arrays"].to_torch_state_dict()
     assert set(new) == set(state)
     assert not torch.equal(new["fc.weight"], state["fc.weight"])
@@ -59,6 +59,24 @@ def test_client_train_trains_its_partition(fmnist_dir: Path) -> None:
     assert all(torch.equal(new[k], again[k]) for k in new)  # same seed, round, partition
     other_round = train(_train_msg(state, 2), ctx).content["arrays"].to_torch_state_dict()
     assert not torch.equal(new["fc.weight"], other_round["fc.weight"])  # data order per round
+
+
+def test_malicious_node_attacks_only_when_configured(fmnist_dir: Path) -> None:
+    state = init_model("cnn-fmnist", "fmnist", 0).state_dict()
+    threat = {"num-malicious": 5, "attack": "targeted", "adv-rounds": "2",
+              "attack-local-epochs": 1}  # fmt: skip
+    malicious = _context({"partition-id": 97, "num-partitions": 100}, **threat)
+    reply = train(_train_msg(state), malicious)
+    assert reply.content["metrics"]["attacked"] == 1
+    attacked = reply.content["arrays"].to_torch_state_dict()
+    benign = train(_train_msg(state), _context({"partition-id": 97, "num-partitions": 100}))
+    assert benign.content["metrics"]["attacked"] == 0
+    msg = _train_msg(state)
+    msg.content["config"]["benign-override"] = True  # the AEP counterfactual's request
+    override = train(msg, malicious)
+    assert override.content["metrics"]["attacked"] == 0
+    honest = override.content["arrays"].to_torch_state_dict()
+    assert not torch.equal(attacked["fc.weight"], honest["fc.weight"])
 
 
 def test_whoami_reports_identity_and_role() -> None:

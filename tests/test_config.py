@@ -148,3 +148,21 @@ def test_sweep_reports_bad_points_and_unknown_axes(tmp_path: Path) -> None:
     f.write_text("learning-rate: [0.1]\n")
     with pytest.raises(ConfigError, match="unknown key 'learning-rate'"):
         expand_sweep(f)
+
+
+def test_sweep_variants_vary_keys_together(tmp_path: Path) -> None:
+    f = tmp_path / "v.yaml"
+    f.write_text(
+        "seed: [0, 1]\nvariants:\n  - {strategy: fedavg}\n"
+        "  - {strategy: trimmed-mean, trim-beta: 0.2}\n"
+    )
+    points = expand_sweep(f)
+    assert [p for p, _ in points] == [
+        {"strategy": "fedavg", "seed": 0}, {"strategy": "fedavg", "seed": 1},
+        {"strategy": "trimmed-mean", "trim-beta": 0.2, "seed": 0},
+        {"strategy": "trimmed-mean", "trim-beta": 0.2, "seed": 1},
+    ]  # fmt: skip
+    assert points[2][1]["trim-beta"] == 0.2 and points[0][1]["trim-beta"] == 0.1
+    f.write_text("variants:\n  - {strategy: fedavg, bogus: 1}\n")
+    with pytest.raises(ConfigError, match="variants: unknown key 'bogus'"):
+        expand_sweep(f)
