@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CONNECTION = "immunefl-sim"
+CONNECTION_PREFIX = "immunefl-sim"
 TAG_VAR = "IMMUNEFL_SIM_TAG"
 FLWR_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -81,6 +81,11 @@ def _bin(name: str) -> str:
     return found
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -102,6 +107,10 @@ class LocalSimulation:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalSimulation:
+        # SIGTERM/SIGHUP (a killed terminal, `kill`, a CI timeout) must also stop what we
+        # started: turn them into SystemExit so the context's __exit__ runs.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
         self.start()
         return self
 
@@ -113,6 +122,8 @@ class LocalSimulation:
         state_dir = self.flwr_home / "superlink"
         state_dir.mkdir(exist_ok=True)
         self.port = free_port()
+        # one connection name per SuperLink: launchers sharing a FLWR_HOME never cross wires
+        self.connection = f"{CONNECTION_PREFIX}-{self.port}"
         command = [
             _bin("flower-superlink"),
             "--insecure",
@@ -173,7 +184,11 @@ class LocalSimulation:
         superlink = config.setdefault("superlink", {})
         superlink.setdefault("default", "local")
         superlink.setdefault("local", {"address": ":local:"})
-        superlink[CONNECTION] = {"address": f"127.0.0.1:{self.port}", "insecure": True}
+        for name in [n for n in superlink if n.startswith(CONNECTION_PREFIX)]:
+            port = str(superlink[name].get("address", "")).rpartition(":")[2]
+            if not port.isdigit() or not _port_in_use(int(port)):
+                del superlink[name]  # a stale entry of a SuperLink that is gone
+        superlink[self.connection] = {"address": f"127.0.0.1:{self.port}", "insecure": True}
         path.write_text(tomli_w.dumps(config))
 
     @property
@@ -224,7 +239,7 @@ class LocalSimulation:
             _bin("flwr"),
             "run",
             str(self.app_dir),
-            CONNECTION,
+            self.connection,
             "--run-config",
             str(run_config_file),
             "--federation-config",
@@ -257,7 +272,7 @@ class LocalSimulation:
 
     def status(self, run_id: int) -> str:
         out = subprocess.run(  # noqa: S603
-            [_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+            [_bin("flwr"), "ls", self.connection, "--run-id", str(run_id), "--format", "json"],
             env=self.env,
             capture_output=True,
             text=True,
@@ -279,6 +294,10 @@ class LocalSimulation:
             if status.startswith("finished") or time.monotonic() > deadline:
                 return status
             time.sleep(0.5)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def tagged_pids(tag: str) -> list[int]:

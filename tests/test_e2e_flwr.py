@@ -162,3 +162,27 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     rows = [_rows(tmp_path / "res" / "sw" / name)[0] for name in ("wbc-s=0.0", "wbc-s=0.4")]
     assert rows[0]["sampled"] == rows[1]["sampled"]
     assert rows[0]["wbc_perturbed_fraction"] == 0 < rows[1]["wbc_perturbed_fraction"]
+
+
+def test_targeted_attack_poisons_fedavg_at_its_round_and_aep_is_tracked(
+    tmp_path: Path, fmnist_dir: Path
+) -> None:
+    out = _launch(
+        tmp_path, "--set", f"results-dir={tmp_path / 'res'}", "--set", "run-name=atk",
+        "--set", f"data-dir={fmnist_dir}", "--set", "num-partitions=50",
+        "--set", "clients-per-round=4", "--set", "num-server-rounds=3",
+        "--set", "num-malicious=2", "--set", "malicious-per-round=2", "--set", "attack=targeted",
+        "--set", "adv-rounds=2", "--set", "track-aep=true", "--quiet",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = _rows(tmp_path / "res" / "atk")
+    assert [r["adversarial"] for r in rows] == [False, True, False]
+    assert rows[1]["malicious"] == [48, 49] and set(rows[1]["sampled"]) >= {48, 49}
+    assert not set(rows[0]["sampled"]) & {48, 49} and not set(rows[2]["sampled"]) & {48, 49}
+    assert rows[0]["mis_conf"] < 0.5 < rows[1]["mis_conf"]  # the jump at the attack
+    assert rows[0]["aep_norm"] == 0.0 < rows[1]["aep_norm"]  # same model until the attack
+    assert rows[1]["cf_mis_conf"] < 0.5  # the attack-free counterfactual is not poisoned
+    summary = json.loads((tmp_path / "res" / "atk" / "summary.json").read_text())
+    assert summary["adversarial_rounds"] == [2] and "2" in summary["mitigation_rounds"]
+    config = json.loads((tmp_path / "res" / "atk" / "config.json").read_text())
+    assert config["_meta"]["malicious_partitions"] == [48, 49]
