@@ -2,6 +2,7 @@
 
     immunefl run   [CONFIG.yaml] [--set key=value ...]   one run
     immunefl sweep CONFIG.yaml   [--set key=value ...]   every point of a sweep (list values)
+    immunefl report DIR ...                              Markdown tables of finished runs
 
 Each exits 0 only when every run finished with status ``finished:completed`` and wrote its
 summary; the local SuperLink it started (one for all points of a sweep) is stopped in every case.
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                        default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
                        help="private FLWR_HOME (default: <repo>/.flwr)")  # fmt: skip
         p.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
+    rep = sub.add_parser("report", help="Markdown tables of finished runs")
+    rep.add_argument(
+        "dirs", nargs="+", type=Path, help="results directories (searched recursively)"
+    )
     return parser
 
 
@@ -161,7 +166,17 @@ def cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cmd(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    if args.command == "report":
+        from immunefl.report import report
+
+        try:
+            print(report(args.dirs), end="")
+        except FileNotFoundError as exc:
+            print(f"immunefl: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    return cmd(args)
 
 
 if __name__ == "__main__":
