@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from attacks import AttackContext, craft_malicious
 from client_app.defense import release_state, training_hooks
-from client_app.faults import apply_fault, parse_faults
+from client_app.faults import InjectedCrash, apply_fault, parse_faults, random_failure
 from client_app.node import (
     NodeIdentity,
     all_partitions,
@@ -44,6 +46,11 @@ def train(msg: Message, context: Context) -> Message:
     model.to(device)
     server_round = int(msg.content["config"]["server-round"])
     pid = identity.partition_id
+    if random_failure(int(cfg["seed"]), server_round, pid, float(cfg["fail-prob"])):
+        if cfg["fail-mode"] == "hang":
+            time.sleep(float(cfg["round-timeout"]) + 2.0)  # reply only after the server gave up
+        else:
+            raise InjectedCrash(f"injected random failure (fail-prob) in round {server_round}")
     attacking = (
         identity.role == "malicious"
         and cfg["attack"] != "none"

@@ -13,6 +13,15 @@ import torch
 FAULT_KINDS = ("nan", "shape", "huge", "crash")
 
 
+def random_failure(seed: int, server_round: int, partition: int, prob: float) -> bool:
+    """Whether a node fails this round (``fail-prob``; its own stream, keyed by round and node)."""
+    if prob <= 0:
+        return False
+    from immunefl.seeding import numpy_generator
+
+    return bool(numpy_generator(seed, "node-failure", server_round, partition).random() < prob)
+
+
 class InjectedCrash(RuntimeError):
     """Raised by a node told to crash."""
 

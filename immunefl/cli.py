@@ -57,11 +57,25 @@ def _parser() -> argparse.ArgumentParser:
                        default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
                        help="private FLWR_HOME (default: <repo>/.flwr)")  # fmt: skip
         p.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
+        if name == "run":
+            p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                           help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
     rep = sub.add_parser("report", help="Markdown tables of finished runs")
     rep.add_argument(
         "dirs", nargs="+", type=Path, help="results directories (searched recursively)"
     )
     return parser
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The config of the run in `run_dir`, set to resume from its checkpoint."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError([f"--resume {run_dir}: no config.json there (not a run directory)"])
+    saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "_meta"}
+    run_dir = Path(run_dir).resolve()
+    saved.update({"results-dir": str(run_dir.parent), "run-name": run_dir.name, "resume": True})
+    return resolve_config(None, {**saved, **overrides})
 
 
 def _finalize(config: dict[str, Any]) -> Path:
@@ -111,7 +125,9 @@ def cmd(args: argparse.Namespace) -> int:
     yaml_path = args.config or args.config_opt
     try:
         overrides = parse_overrides(args.sets)
-        if args.command == "run":
+        if args.command == "run" and args.resume is not None:
+            configs = [({}, resume_config(args.resume, overrides))]
+        elif args.command == "run":
             configs = [({}, resolve_config(yaml_path, overrides))]
         else:
             if yaml_path is None:
@@ -132,7 +148,7 @@ def cmd(args: argparse.Namespace) -> int:
             config["run-name"] = _point_name(point)
     for _, config in configs:
         run_dir = _finalize(config)
-        if (run_dir / "rounds.jsonl").exists():
+        if (run_dir / "rounds.jsonl").exists() and not config["resume"]:
             print(f"immunefl: {run_dir} already holds a run; choose another run-name",
                   file=sys.stderr)  # fmt: skip
             return 2

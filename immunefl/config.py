@@ -39,6 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "wbc-noise-param": ("std", "scale"),
     "malicious-placement": ("last", "first"),
     "attack-mode": ("rounds", "continuous"),
+    "fail-mode": ("crash", "hang"),
 }
 POSITIVE_INTS = (
     "num-partitions",
@@ -344,6 +345,14 @@ def validate_config(
     except ValueError as exc:
         problems.append(f"'inject-faults': {exc}")
     problems.extend(_threat_problems(c))
+    if not float(c["round-timeout"]) > 0:
+        problems.append(f"'round-timeout' must be > 0 seconds, got {c['round-timeout']}")
+    if int(c["checkpoint-every"]) < 0:
+        problems.append(f"'checkpoint-every' must be >= 0 (0 = off), got {c['checkpoint-every']}")
+    if not 0.0 <= float(c["fail-prob"]) <= 1.0:
+        problems.append(f"'fail-prob' must be in [0, 1], got {c['fail-prob']}")
+    if bool(c["resume"]) and not str(c["run-name"]):
+        problems.append("'resume' needs the 'run-name' of the run to continue")
     if int(c["min-replies"]) < 1:
         problems.append(f"'min-replies' must be >= 1, got {c['min-replies']}")
     elif int(c["min-replies"]) > int(c["clients-per-round"]):

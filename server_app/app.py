@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from immunefl.config import validate_config
 from immunefl.models import init_model
+from server_app.checkpoint import load_checkpoint, restore_numpy_rng
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
 from server_app.mitigation import asr_threshold, mitigation_rounds
@@ -56,7 +57,14 @@ def main(grid: Grid, context: Context) -> None:
     run_name = str(config["run-name"]) or default_run_name(config)
     config["run-name"] = run_name
     run_dir = Path(str(config["results-dir"])).expanduser().resolve() / run_name
-    recorder = RunRecorder(run_dir)
+    ckpt = load_checkpoint(run_dir) if config["resume"] else None
+    if config["resume"] and ckpt is None:
+        log(
+            WARNING, "[immunefl] resume=true but %s has no checkpoint: starting at round 1", run_dir
+        )
+    recorder = RunRecorder(
+        run_dir, resume_rows=ckpt.rows if ckpt else ([] if config["resume"] else None)
+    )
     num_rounds = int(config["num-server-rounds"])
 
     roster = discover(grid, int(config["num-partitions"]))
@@ -75,13 +83,24 @@ def main(grid: Grid, context: Context) -> None:
 
     model = init_model(str(config["model"]), str(config["dataset"]), int(config["seed"]))
     initial = ArrayRecord(model.state_dict())
+    strategy = build_strategy(config, select_nodes)  # may seed NumPy's global RNG (dp-fixed)
+    cf_initial = initial
+    start_round = 1
+    if ckpt is not None:
+        initial = ArrayRecord(ckpt.model)
+        cf_initial = ArrayRecord(ckpt.counterfactual) if ckpt.counterfactual else initial
+        restore_numpy_rng(ckpt.numpy_rng)
+        start_round = ckpt.server_round + 1
+        log(INFO, "[immunefl] resuming %s after round %d", run_dir, ckpt.server_round)
     counterfactual = None
     if config["track-aep"]:
-        counterfactual = Counterfactual(build_strategy(config, select_nodes), initial)
+        counterfactual = Counterfactual(build_strategy(config, select_nodes), cf_initial)
     arrays = run_rounds(
-        grid, build_strategy(config, select_nodes), initial,
+        grid, strategy, initial,
         num_rounds=num_rounds, roster=roster, scenario=scenario,
         evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
+        round_timeout=float(config["round-timeout"]), start_round=start_round,
+        checkpoint_every=int(config["checkpoint-every"]),
     )  # fmt: skip
     if config["save-model"]:
         recorder.save_model(arrays.to_torch_state_dict())

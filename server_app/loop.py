@@ -21,6 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
 from server_app.results import RunRecorder
 from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
@@ -68,9 +69,14 @@ def run_rounds(
     recorder: RunRecorder,
     counterfactual: Counterfactual | None = None,
     round_timeout: float = 3600.0,
+    start_round: int = 1,
+    checkpoint_every: int = 0,
 ) -> ArrayRecord:
-    """Run `num_rounds` rounds from `arrays`; return the final global arrays."""
-    for server_round in range(1, num_rounds + 1):
+    """Run rounds `start_round`..`num_rounds` from `arrays`; return the final global arrays.
+
+    With ``checkpoint_every = k > 0`` a checkpoint is written after every k-th round.
+    """
+    for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
         plan = scenario.plan(server_round)
         messages, replies, new_arrays, train_metrics = _train_round(
@@ -113,6 +119,15 @@ def run_rounds(
             row.update({f"cf_{k}": v for k, v in cf_metrics.items()})
         row["round_seconds"] = time.perf_counter() - t0
         recorder.append_round(row)
+        if checkpoint_every and server_round % checkpoint_every == 0:
+            save_checkpoint(
+                recorder.run_dir,
+                Checkpoint(
+                    server_round, arrays.to_torch_state_dict(),
+                    counterfactual.arrays.to_torch_state_dict() if counterfactual else None,
+                    recorder.rows, numpy_rng_state(),
+                ),
+            )  # fmt: skip
         attack = "".join(
             f"  {k} {row[k]:.3f}" for k in ("mis_conf", "asr") if k in row
         )  # fmt: skip

@@ -62,16 +62,26 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunRecorder:
     """Writes one run's results directory."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, resume_rows: list[dict[str, Any]] | None = None) -> None:
+        """Start a run directory, or continue one from a checkpoint's `resume_rows`.
+
+        On resume, ``rounds.jsonl`` is rewritten (atomically) to exactly the checkpointed rows,
+        dropping any round that was written after the checkpoint.
+        """
         self.run_dir = Path(run_dir)
         self.rounds_path = self.run_dir / "rounds.jsonl"
-        if self.rounds_path.exists() and self.rounds_path.stat().st_size > 0:
+        if resume_rows is None and self.rounds_path.exists() and self.rounds_path.stat().st_size:
             raise FileExistsError(
                 f"{self.run_dir} already holds a run (rounds.jsonl is not empty); "
-                "choose another run-name or remove it"
+                "choose another run-name, remove it, or resume it (resume=true)"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = [dict(r) for r in resume_rows or []]
+        if resume_rows is not None:
+            text = "".join(
+                json.dumps(_jsonable(r), separators=(",", ":")) + "\n" for r in self.rows
+            )
+            atomic_write_bytes(self.rounds_path, text.encode())
 
     def write_config(self, config: Mapping[str, Any], **meta: Any) -> None:
         atomic_write_json(self.run_dir / "config.json", {**config, "_meta": meta})

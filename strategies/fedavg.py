@@ -143,8 +143,15 @@ class ImmuneFedAvg(FedAvg):
         """Screen replies against the arrays broadcast this round; log every rejection."""
         if self._global is None:
             raise RuntimeError("aggregate_train called before configure_train")
+        # Replies arrive in any order; aggregate them in the order the nodes were chosen, so
+        # floating-point sums (and therefore whole runs) do not depend on network timing.
+        rank = {node: i for i, node in enumerate(self._last_train_nodes)}
+        ordered = sorted(
+            replies, key=lambda m: (rank.get(m.metadata.src_node_id, len(rank)),
+                                    m.metadata.src_node_id),
+        )  # fmt: skip
         screened = screen_replies(
-            list(replies), self._global, Layout.of(self._global), self.device, self.max_update_norm
+            ordered, self._global, Layout.of(self._global), self.device, self.max_update_norm
         )
         for node, reason in screened.failed:
             log(WARNING, "round %d: node %d failed: %s", server_round, node, reason)

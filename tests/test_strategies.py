@@ -190,3 +190,17 @@ def test_every_registered_strategy_builds_from_defaults() -> None:
     for name in STRATEGIES:
         cfg = resolve_config(None, {"strategy": name})
         assert build_strategy(cfg, lambda r: NODES) is not None
+
+
+def test_aggregation_does_not_depend_on_reply_arrival_order() -> None:
+    g = torch.Generator().manual_seed(1)
+    states = [{"w": torch.randn(4, 3, generator=g) * 1e3, "b": torch.randn(3, generator=g),
+               "steps": torch.tensor(5)} for _ in range(10)]  # fmt: skip
+    results = []
+    for order in (list(range(10)), list(reversed(range(10))), [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]):
+        strategy = make("fedavg")
+        msgs = list(strategy.configure_train(1, ArrayRecord(global_state()), ConfigRecord(), None))
+        replies = [reply(msgs[i], states[i], 10 + i) for i in order]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        results.append(arrays.to_torch_state_dict()["w"])
+    assert all(torch.equal(results[0], r) for r in results[1:])  # bit-identical
