@@ -12,14 +12,14 @@ the same inputs as in an uninterrupted run.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from server_app.results import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -34,19 +34,11 @@ class Checkpoint:
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
+    """Write the checkpoint atomically (temporary file, fsync, rename)."""
     path = Path(run_dir) / CHECKPOINT
     buf = io.BytesIO()
     torch.save(ckpt.__dict__, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,17 @@ import pytest
 from immunefl.data import DataNotFoundError, locate_dataset
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def task_identity() -> Iterator[None]:
+    """Flower stamps every Message with the running task's identity; give tests one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import train, whoami
 from immunefl.config import load_schema
@@ -26,12 +24,8 @@ from strategies import STRATEGIES, build_strategy
 
 
 @pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower stamps messages with the running task's identity; give tests one."""
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+def _identity(task_identity: None) -> None:
+    """Flower stamps messages with the running task's identity (see conftest)."""
 
 
 def _context(node_config: dict, **overrides) -> Context:

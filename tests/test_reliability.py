@@ -72,7 +72,8 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
     )  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        rows = (run_dir / "rounds.jsonl").read_text().splitlines() if run_dir.exists() else []
+        path = run_dir / "rounds.jsonl"
+        rows = path.read_text().splitlines() if path.exists() else []
         if len(rows) >= 2 and (run_dir / "checkpoint.pt").exists():
             break
         time.sleep(0.2)

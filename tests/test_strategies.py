@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from immunefl.config import ConfigError, load_schema, resolve_config
 from strategies import STRATEGIES, build_strategy
@@ -18,11 +15,8 @@ NODES = list(range(101, 111))
 
 
 @pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+def _identity(task_identity: None) -> None:
+    """Flower stamps messages with the running task's identity (see conftest)."""
 
 
 def make(name: str, **overrides):
