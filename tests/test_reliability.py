@@ -77,7 +77,8 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
         if len(rows) >= 2 and (run_dir / "checkpoint.pt").exists():
             break
         time.sleep(0.2)
-    _kill_everything_under(home)
+    proc.kill()  # the launcher (its environment has no FLWR_HOME) ...
+    _kill_everything_under(home)  # ... and the SuperLink, simulation, ServerApp, Ray
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not _processes_with_env(f"FLWR_HOME={home.resolve()}")
