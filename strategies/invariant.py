@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import torch
 
-from strategies.order_stats import as_matrix
+from strategies.order_stats import as_matrix, sign_votes
 from strategies.trimmed_mean import trimmed_mean
 
 
 def sign_consistency(U: torch.Tensor) -> torch.Tensor:
     """c_k = |mean_i sign(U_ik)| for ``U`` of shape ``(n, *dims)``; values in [0, 1]."""
     M, dims = as_matrix(U)
-    total = torch.zeros(M.shape[1], dtype=M.dtype, device=M.device)
-    for row in M:  # loop over clients (n is small), each step vectorised over all coordinates
-        total += torch.sign(row)
-    return total.abs_().div_(M.shape[0]).reshape(dims)
+    return sign_votes(M).abs_().div_(M.shape[0]).reshape(dims)
 
 
 def and_mask(U: torch.Tensor, tau: float) -> torch.Tensor:

@@ -28,6 +28,15 @@ def as_matrix(U: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     return U.reshape(U.shape[0], -1), U.shape[1:]
 
 
+def sign_votes(M: torch.Tensor) -> torch.Tensor:
+    """``sum_i sign(M[i])`` for ``M (n, d)``, sign(0) = 0: one vectorised pass per client row,
+    never a ``(n, d)`` temporary (shared by the AND-mask, RLR and sign-SGD)."""
+    votes = torch.zeros(M.shape[1], dtype=M.dtype, device=M.device)
+    for row in M:
+        votes += torch.sign(row)
+    return votes
+
+
 @functools.lru_cache(maxsize=64)
 def odd_even_merge_network(n: int) -> tuple[tuple[int, int], ...]:
     """Compare-exchange pairs ``(i, j)``, ``i < j``, of Batcher's network sorting ``n`` items.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from strategies.mean import weighted_mean
-from strategies.order_stats import as_matrix
+from strategies.order_stats import as_matrix, sign_votes
 
 
 def robust_lr_sign(U: torch.Tensor, theta: float) -> torch.Tensor:
@@ -23,9 +23,7 @@ def robust_lr_sign(U: torch.Tensor, theta: float) -> torch.Tensor:
     M, dims = as_matrix(U)
     if not 0 <= theta <= M.shape[0]:
         raise ValueError(f"rlr theta must be in [0, n={M.shape[0]}], got {theta}")
-    votes = torch.zeros(M.shape[1], dtype=M.dtype, device=M.device)
-    for row in M:
-        votes += torch.sign(row)
+    votes = sign_votes(M)
     return torch.where(votes.abs() >= theta, 1.0, -1.0).to(M.dtype).reshape(dims)
 
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from strategies.order_stats import as_matrix
+from strategies.order_stats import as_matrix, sign_votes
 
 
 def majority_vote(U: torch.Tensor) -> torch.Tensor:
     """sign(sum_i sign(U_i)) over clients (dim 0); ties give 0."""
     M, dims = as_matrix(U)
-    votes = torch.zeros(M.shape[1], dtype=M.dtype, device=M.device)
-    for row in M:
-        votes += torch.sign(row)
-    return torch.sign(votes).reshape(dims)
+    return torch.sign(sign_votes(M)).reshape(dims)
