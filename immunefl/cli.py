@@ -3,6 +3,7 @@
     immunefl run   [CONFIG.yaml] [--set key=value ...]   one run
     immunefl sweep CONFIG.yaml   [--set key=value ...]   every point of a sweep (list values)
     immunefl report DIR ...                              Markdown tables of finished runs
+    immunefl deploy ...                                  deployment engine (see deploy --help)
 
 Each exits 0 only when every run finished with status ``finished:completed`` and wrote its
 summary; the local SuperLink it started (one for all points of a sweep) is stopped in every case.
@@ -28,6 +29,8 @@ from immunefl.config import (
     resolve_config,
 )
 from immunefl.data import DataNotFoundError, locate_dataset
+from immunefl.deploy_cli import add_parser as add_deploy_parser
+from immunefl.deploy_cli import deploy_main
 from immunefl.launcher import LocalSimulation, RunFailed, write_run_config
 from server_app.results import atomic_write_json, default_run_name
 
@@ -60,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                            help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
+    add_deploy_parser(sub)
     rep = sub.add_parser("report", help="Markdown tables of finished runs")
     rep.add_argument(
         "dirs", nargs="+", type=Path, help="results directories (searched recursively)"
@@ -183,6 +187,8 @@ def cmd(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "deploy":
+        return deploy_main(args)
     if args.command == "report":
         from immunefl.report import report
 

@@ -364,6 +364,13 @@ def validate_config(
         problems.append(f"'max-update-norm' must be >= 0 (0 = off), got {c['max-update-norm']}")
     if not (math.isfinite(float(c["server-lr"])) and float(c["server-lr"]) > 0):
         problems.append(f"'server-lr' must be a finite number > 0, got {c['server-lr']}")
+    if not 0 <= int(c["metrics-port"]) <= 65535:
+        problems.append(f"'metrics-port' must be in [0, 65535] (0 = off), got {c['metrics-port']}")
+    url = str(c["metrics-push-url"])
+    if url and not url.startswith(("http://", "https://")):
+        problems.append(f"'metrics-push-url' must be an http(s):// URL, got {url!r}")
+    if not (math.isfinite(float(c["metrics-linger"])) and float(c["metrics-linger"]) >= 0):
+        problems.append(f"'metrics-linger' must be >= 0 seconds, got {c['metrics-linger']}")
     from strategies import strategy_problems  # local import: strategies import flwr
 
     problems.extend(strategy_problems(c))

@@ -28,9 +28,10 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import tomli_w
 
@@ -90,6 +91,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def write_connection(flwr_home: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add (or refresh) connection `name` in $FLWR_HOME/config.toml, keeping the others.
+
+    Entries of ours (``immunefl-*``) whose SuperLink port no longer answers are pruned.
+    """
+    path = Path(flwr_home) / "config.toml"
+    config: dict[str, Any] = {}
+    if path.exists():
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    superlink = config.setdefault("superlink", {})
+    superlink.setdefault("default", "local")
+    superlink.setdefault("local", {"address": ":local:"})
+    for other in [n for n in superlink if n.startswith("immunefl-") and n != name]:
+        host, _, port = str(superlink[other].get("address", "")).rpartition(":")
+        local = host in ("127.0.0.1", "localhost")
+        if local and (not port.isdigit() or not _port_in_use(int(port))):
+            del superlink[other]  # a stale entry of a local SuperLink that is gone
+    superlink[name] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(config))
 
 
 class LocalSimulation:
@@ -175,21 +199,9 @@ class LocalSimulation:
             return False
 
     def _write_connection(self) -> None:
-        """Add (or refresh) our connection in $FLWR_HOME/config.toml, keeping the others."""
-        path = self.flwr_home / "config.toml"
-        config: dict[str, Any] = {}
-        if path.exists():
-            with open(path, "rb") as fh:
-                config = tomllib.load(fh)
-        superlink = config.setdefault("superlink", {})
-        superlink.setdefault("default", "local")
-        superlink.setdefault("local", {"address": ":local:"})
-        for name in [n for n in superlink if n.startswith(CONNECTION_PREFIX)]:
-            port = str(superlink[name].get("address", "")).rpartition(":")[2]
-            if not port.isdigit() or not _port_in_use(int(port)):
-                del superlink[name]  # a stale entry of a SuperLink that is gone
-        superlink[self.connection] = {"address": f"127.0.0.1:{self.port}", "insecure": True}
-        path.write_text(tomli_w.dumps(config))
+        write_connection(
+            self.flwr_home, self.connection, {"address": f"127.0.0.1:{self.port}", "insecure": True}
+        )
 
     @property
     def pid(self) -> int | None:
@@ -228,72 +240,14 @@ class LocalSimulation:
         stream: bool = True,
         echo=print,
     ) -> RunOutcome:
-        """Submit one run, stream its log through `echo`, wait, and return its final status."""
+        """Submit one simulation run with `num_supernodes` virtual nodes; wait for its status."""
         if self.process is None:
             raise RuntimeError("SuperLink not started")
         federation = (
             f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client} "
             f"client-resources-num-gpus={gpus_per_client}"
         )
-        command = [
-            _bin("flwr"),
-            "run",
-            str(self.app_dir),
-            self.connection,
-            "--run-config",
-            str(run_config_file),
-            "--federation-config",
-            federation,
-        ]
-        if stream:
-            command.append("--stream")
-        t0 = time.perf_counter()
-        run_id: int | None = None
-        with subprocess.Popen(  # noqa: S603
-            command,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                echo(line.rstrip("\n"))
-                match = re.search(r"Successfully started run (\d+)", line)
-                if match:
-                    run_id = int(match.group(1))
-            proc.wait()
-        if run_id is None:
-            raise RunFailed(f"`flwr run` did not start a run (exit code {proc.returncode})")
-        status = self.wait_for(run_id)
-        return RunOutcome(run_id, status, time.perf_counter() - t0)
-
-    def status(self, run_id: int) -> str:
-        out = subprocess.run(  # noqa: S603
-            [_bin("flwr"), "ls", self.connection, "--run-id", str(run_id), "--format", "json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        try:
-            runs = json.loads(out.stdout)["runs"]
-            return str(runs[0]["status"])
-        except (ValueError, KeyError, IndexError) as exc:
-            raise RunFailed(
-                f"cannot read status of run {run_id}: {out.stdout}{out.stderr}"
-            ) from exc
-
-    def wait_for(self, run_id: int, timeout: float = 600.0) -> str:
-        """Poll until the run is finished (the log stream can end a moment before)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status(run_id)
-            if status.startswith("finished") or time.monotonic() > deadline:
-                return status
-            time.sleep(0.5)
+        return submit_run(self, run_config_file, federation, stream=stream, echo=echo)
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
@@ -323,3 +277,75 @@ def write_run_config(config: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(config))
     return path
+
+
+class Connection(Protocol):
+    """What submitting a run needs: the app, a `flwr` connection name and the environment."""
+
+    app_dir: Path
+    connection: str
+    env: dict[str, str]
+
+
+def submit_run(
+    target: Connection,
+    run_config_file: Path,
+    federation_config: str | None = None,
+    stream: bool = True,
+    echo: Callable[[str], None] = print,
+    timeout: float = 86400.0,
+) -> RunOutcome:
+    """`flwr run` the app on `target`, stream its log through `echo`, return its final status."""
+    command = [_bin("flwr"), "run", str(target.app_dir), target.connection,
+               "--run-config", str(run_config_file)]  # fmt: skip
+    if federation_config:
+        command += ["--federation-config", federation_config]
+    if stream:
+        command.append("--stream")
+    t0 = time.perf_counter()
+    run_id: int | None = None
+    with subprocess.Popen(  # noqa: S603 - our own binary, fixed args
+        command,
+        env=target.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            echo(line.rstrip("\n"))
+            match = re.search(r"Successfully started run (\d+)", line)
+            if match:
+                run_id = int(match.group(1))
+        proc.wait()
+    if run_id is None:
+        raise RunFailed(f"`flwr run` did not start a run (exit code {proc.returncode})")
+    status = wait_for_run(target, run_id, timeout)
+    return RunOutcome(run_id, status, time.perf_counter() - t0)
+
+
+def run_status(target: Connection, run_id: int) -> str:
+    """The run's status as `flwr ls` reports it, e.g. ``finished:completed``."""
+    out = subprocess.run(  # noqa: S603
+        [_bin("flwr"), "ls", target.connection, "--run-id", str(run_id), "--format", "json"],
+        env=target.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return str(json.loads(out.stdout)["runs"][0]["status"])
+    except (ValueError, KeyError, IndexError) as exc:
+        raise RunFailed(f"cannot read status of run {run_id}: {out.stdout}{out.stderr}") from exc
+
+
+def wait_for_run(target: Connection, run_id: int, timeout: float = 600.0) -> str:
+    """Poll until the run is finished (the log stream can end a moment before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run_status(target, run_id)
+        if status.startswith("finished") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)

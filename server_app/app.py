@@ -16,6 +16,7 @@ from immunefl.models import init_model
 from server_app.checkpoint import load_checkpoint, restore_numpy_rng
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
+from server_app.metrics import MetricsExporter
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.results import RunRecorder, default_run_name, summarize
 from server_app.roster import discover
@@ -70,6 +71,12 @@ def main(grid: Grid, context: Context) -> None:
     roster = discover(grid, int(config["num-partitions"]))
     benign = [p for p, role in roster.role_of.items() if role == "benign"]
     malicious = [p for p, role in roster.role_of.items() if role == "malicious"]
+    if len(malicious) != int(config["num-malicious"]):
+        raise RuntimeError(
+            f"the nodes report {len(malicious)} malicious partition(s) {sorted(malicious)} but "
+            f"the run config says num-malicious={config['num-malicious']}; make them agree "
+            '(deployment: SuperNodes started with role="malicious" in their node config)'
+        )
     scenario = ThreatScenario(config, benign, malicious)
     scheduled = scenario.adversarial_rounds(num_rounds)
     recorder.write_config(
@@ -92,16 +99,22 @@ def main(grid: Grid, context: Context) -> None:
         restore_numpy_rng(ckpt.numpy_rng)
         start_round = ckpt.server_round + 1
         log(INFO, "[immunefl] resuming %s after round %d", run_dir, ckpt.server_round)
+    exporter = MetricsExporter(config)
+    exporter.start()
     counterfactual = None
     if config["track-aep"]:
         counterfactual = Counterfactual(build_strategy(config, select_nodes), cf_initial)
-    arrays = run_rounds(
-        grid, strategy, initial,
-        num_rounds=num_rounds, roster=roster, scenario=scenario,
-        evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
-        round_timeout=float(config["round-timeout"]), start_round=start_round,
-        checkpoint_every=int(config["checkpoint-every"]),
-    )  # fmt: skip
+    try:
+        arrays = run_rounds(
+            grid, strategy, initial,
+            num_rounds=num_rounds, roster=roster, scenario=scenario,
+            evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
+            round_timeout=float(config["round-timeout"]), start_round=start_round,
+            checkpoint_every=int(config["checkpoint-every"]),
+            on_round=exporter.record if exporter.enabled else None,
+        )  # fmt: skip
+    finally:
+        exporter.close()
     if config["save-model"]:
         recorder.save_model(arrays.to_torch_state_dict())
     summary = summarize(recorder.rows, time.time() - started)

@@ -71,10 +71,12 @@ def run_rounds(
     round_timeout: float = 3600.0,
     start_round: int = 1,
     checkpoint_every: int = 0,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> ArrayRecord:
     """Run rounds `start_round`..`num_rounds` from `arrays`; return the final global arrays.
 
-    With ``checkpoint_every = k > 0`` a checkpoint is written after every k-th round.
+    With ``checkpoint_every = k > 0`` a checkpoint is written after every k-th round;
+    `on_round` (e.g. the metrics exporter) sees every row once it is on disk.
     """
     for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
@@ -119,6 +121,8 @@ def run_rounds(
             row.update({f"cf_{k}": v for k, v in cf_metrics.items()})
         row["round_seconds"] = time.perf_counter() - t0
         recorder.append_round(row)
+        if on_round is not None:
+            on_round(row)
         if checkpoint_every and server_round % checkpoint_every == 0:
             save_checkpoint(
                 recorder.run_dir,

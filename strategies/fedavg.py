@@ -36,7 +36,7 @@ from strategies.mean import weighted_mean
 from strategies.updates import Layout, Screened, apply_update, screen_replies
 
 NodeSelector = Callable[[int], list[int]]
-Diagnostics = dict[str, float]
+Diagnostics = dict[str, float | list[float]]
 
 
 class ImmuneFedAvg(FedAvg):
@@ -168,6 +168,7 @@ class ImmuneFedAvg(FedAvg):
         diag: Diagnostics = {
             "rejected_replies": len(screened.rejected),
             "aggregated_replies": len(screened.accepted),
+            "update_norms": screened.norms,
         }
         arrays: ArrayRecord | None = None
         if len(screened.accepted) < self.min_replies:

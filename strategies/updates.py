@@ -75,6 +75,7 @@ class Screened:
     accepted: list[Message] = field(default_factory=list)
     updates: torch.Tensor | None = None  # (len(accepted), d) pseudo-gradients
     weights: torch.Tensor | None = None  # (len(accepted),) num-examples
+    norms: list[float] = field(default_factory=list)  # L2 norms of the accepted updates
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (node id, reason)
     failed: list[tuple[int, str]] = field(default_factory=list)  # replies carrying an error
 
@@ -148,6 +149,7 @@ def screen_replies(
     out.accepted = [candidates[i][0] for i in idx]
     out.updates = U if len(idx) == len(candidates) else U[keep]
     out.weights = torch.tensor([candidates[i][1] for i in idx], dtype=torch.float32)
+    out.norms = [float(v) for v in norms[idx].tolist()] if idx else []
     return out
 
 

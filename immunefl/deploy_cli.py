@@ -1,0 +1,217 @@
+"""`immunefl deploy ...`: the deployment engine as processes, on one host or several.
+
+One host (everything on loopback, started, run and stopped by one command)::
+
+    immunefl deploy local configs/deploy-smoke.yaml --tls --auth
+
+Several hosts (the SuperLink host also holds the CA; copy ``ca.crt`` to the others)::
+
+    # SuperLink host (10.0.0.1)
+    immunefl deploy certs certs/ 10.0.0.1
+    immunefl deploy superlink --address 0.0.0.0:9092 --certs certs/ --auth --state .deploy
+    # each node host: a key per node, public keys sent to the operator who registers them
+    immunefl deploy keys keys/ --partitions 0-1
+    immunefl deploy register --superlink 10.0.0.1:9092 --certs certs/ --keys keys/  # operator
+    immunefl deploy supernodes --superlink 10.0.0.1:9092 --certs certs/ --keys keys/ \\
+        --partitions 0-1 --num-partitions 4 --malicious 1 --state .deploy
+    # from any machine with the app and ca.crt
+    immunefl deploy run configs/deploy-smoke.yaml --superlink 10.0.0.1:9092 --certs certs/
+    # on every host
+    immunefl deploy down --state .deploy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from immunefl.config import PROJECT_ROOT, ConfigError, parse_overrides, resolve_config
+from immunefl.deploy import (
+    Deployment,
+    Security,
+    generate_certs,
+    generate_node_key,
+    parse_partitions,
+    stop_state,
+)
+from immunefl.launcher import RunFailed, free_port, write_run_config
+from server_app.results import default_run_name
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    dep = sub.add_parser(
+        "deploy",
+        help="deployment engine: SuperLink + SuperNodes as processes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = dep.add_subparsers(dest="deploy_command", required=True)
+
+    def security_args(p: argparse.ArgumentParser, server: bool = False) -> None:
+        p.add_argument("--certs", type=Path, help="TLS directory (ca.crt" +
+                       (", server.pem, server.key)" if server else ")"))  # fmt: skip
+        p.add_argument("--insecure", action="store_true", help="no TLS (testing only)")
+        if server:
+            p.add_argument("--auth", action="store_true", help="SuperNode authentication")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--flwr-home", type=Path, default=Path(os.environ.get(
+            "IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")), help="private FLWR_HOME")  # fmt: skip
+
+    p = dsub.add_parser("certs", help="generate a CA and a SuperLink TLS certificate")
+    p.add_argument("out", type=Path)
+    p.add_argument("names", nargs="*", help="extra host names / IPs of the SuperLink")
+
+    p = dsub.add_parser("keys", help="generate SuperNode key pairs node-<partition>(.pub)")
+    p.add_argument("out", type=Path)
+    p.add_argument("--partitions", required=True, help="e.g. 0-3,7")
+
+    p = dsub.add_parser("superlink", help="start a SuperLink (detached)")
+    p.add_argument("--address", default="0.0.0.0:9092", help="HOST:PORT to bind")
+    p.add_argument("--state", type=Path, default=Path(".deploy"))
+    security_args(p, server=True)
+    common(p)
+
+    p = dsub.add_parser("register", help="register node public keys with the SuperLink")
+    p.add_argument("--superlink", required=True, help="HOST:PORT")
+    p.add_argument("--keys", type=Path, required=True, help="directory of node-*.pub")
+    security_args(p)
+    common(p)
+
+    p = dsub.add_parser("supernodes", help="start SuperNodes (detached) for some partitions")
+    p.add_argument("--superlink", required=True, help="HOST:PORT")
+    p.add_argument("--partitions", required=True, help="partition ids of the nodes, e.g. 0-3")
+    p.add_argument("--num-partitions", type=int, required=True)
+    p.add_argument("--malicious", default="", help="partition ids with role=malicious")
+    p.add_argument("--keys", type=Path, help="private keys node-<partition> (authentication)")
+    p.add_argument("--state", type=Path, default=Path(".deploy"))
+    security_args(p)
+    common(p)
+
+    p = dsub.add_parser("run", help="submit a run to a deployed SuperLink and wait for it")
+    p.add_argument("config", type=Path, nargs="?")
+    p.add_argument("--superlink", required=True, help="HOST:PORT")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    security_args(p)
+    common(p)
+
+    p = dsub.add_parser("down", help="stop what `superlink`/`supernodes` started")
+    p.add_argument("--state", type=Path, default=Path(".deploy"))
+
+    p = dsub.add_parser("local", help="SuperLink + one SuperNode per partition on loopback; "
+                        "run CONFIG; stop everything")  # fmt: skip
+    p.add_argument("config", type=Path, nargs="?")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tls", action="store_true", help="TLS with a generated CA")
+    p.add_argument("--auth", action="store_true", help="SuperNode authentication (implies --tls)")
+    p.add_argument("--state", type=Path, help="state directory (default: a temporary one)")
+    common(p)
+
+
+def _security(args: argparse.Namespace) -> Security:
+    if args.certs is None and not args.insecure:
+        raise ValueError("give --certs DIR (TLS) or --insecure")
+    return Security(None if args.insecure else args.certs, getattr(args, "auth", False))
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    config = resolve_config(args.config, parse_overrides(args.sets))
+    config["results-dir"] = str(Path(str(config["results-dir"])).expanduser().resolve())
+    config["run-name"] = str(config["run-name"]) or default_run_name(config)
+    return config
+
+
+def _submit(dep: Deployment, config: dict[str, Any], flwr_home: Path) -> int:
+    toml_path = write_run_config(config, flwr_home / "runs" / f"{config['run-name']}.toml")
+    outcome = dep.run(toml_path)
+    run_dir = Path(str(config["results-dir"])) / str(config["run-name"])
+    if outcome.status != "finished:completed":
+        print(f"immunefl: run {outcome.run_id} ended '{outcome.status}'", file=sys.stderr)
+        return 1
+    print(f"immunefl: completed run {outcome.run_id} in {outcome.seconds:.1f}s; results in "
+          f"{run_dir} (on the SuperLink host)")  # fmt: skip
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from client_app.node import malicious_partitions
+
+    config = _run_config(args)
+    n = int(config["num-partitions"])
+    malicious = set(malicious_partitions(n, config))
+    state = args.state or Path(tempfile.mkdtemp(prefix="immunefl-deploy-"))
+    tls = args.tls or args.auth
+    certs = generate_certs(state / "certs") if tls else None
+    dep = Deployment(PROJECT_ROOT, args.flwr_home, state, f"127.0.0.1:{free_port()}",
+                     Security(certs, args.auth))  # fmt: skip
+    print(f"immunefl: deployment in {state}: SuperLink {dep.superlink} "
+          f"(tls={'on' if tls else 'off'}, auth={'on' if args.auth else 'off'}), {n} SuperNodes "
+          f"({len(malicious)} malicious)", flush=True)  # fmt: skip
+    try:
+        dep.start_superlink()
+        for pid in range(n):
+            key = None
+            if args.auth:
+                key = generate_node_key(state / "keys", f"node-{pid}")
+                dep.register(key.with_suffix(".pub"), f"node-{pid}")
+            role = "malicious" if pid in malicious else "benign"
+            dep.start_supernode(pid, n, role, free_port(), key)
+        dep.wait_online(n)
+        return _submit(dep, config, args.flwr_home)
+    finally:
+        dep.stop()
+        print(f"immunefl: stopped the deployment (logs in {state})", flush=True)
+
+
+def deploy_main(args: argparse.Namespace) -> int:
+    cmd = args.deploy_command
+    try:
+        if cmd == "certs":
+            generate_certs(args.out, args.names)
+        elif cmd == "keys":
+            for pid in parse_partitions(args.partitions):
+                print(generate_node_key(args.out, f"node-{pid}"))
+        elif cmd == "superlink":
+            host, _, port = args.address.rpartition(":")
+            probe = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+            dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, probe, _security(args))
+            dep.start_superlink(bind_host=host or "0.0.0.0")
+            print(f"immunefl: SuperLink on {args.address}; stop with "
+                  f"`immunefl deploy down --state {args.state}`")  # fmt: skip
+        elif cmd == "register":
+            dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(tempfile.mkdtemp()),
+                             args.superlink, _security(args))  # fmt: skip
+            for pub in sorted(args.keys.glob("node-*.pub")):
+                dep.register(pub, pub.stem)
+                print(f"registered {pub}")
+        elif cmd == "supernodes":
+            security = _security(args)
+            if security.certs is not None and args.keys is not None:
+                security = Security(security.certs, auth=True)
+            dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, args.superlink, security)
+            malicious = set(parse_partitions(args.malicious))
+            for pid in parse_partitions(args.partitions):
+                key = args.keys / f"node-{pid}" if args.keys else None
+                role = "malicious" if pid in malicious else "benign"
+                dep.start_supernode(pid, args.num_partitions, role, free_port(), key)
+                print(f"immunefl: SuperNode partition {pid} ({role}) -> {args.superlink}")
+        elif cmd == "run":
+            dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(tempfile.mkdtemp()),
+                             args.superlink, _security(args))  # fmt: skip
+            return _submit(dep, _run_config(args), args.flwr_home)
+        elif cmd == "down":
+            names = stop_state(args.state)
+            print(f"immunefl: stopped {len(names)} process(es): {', '.join(names) or 'none'}")
+        elif cmd == "local":
+            return _local(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"immunefl: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError, RunFailed) as exc:
+        print(f"immunefl: deployment failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
