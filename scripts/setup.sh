@@ -16,11 +16,19 @@ fi
 if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
   apt_pkgs+=(python3-venv)
 fi
+if [ "${IMMUNEFL_TEST_TOOLS:-0}" = 1 ]; then
+  # integration tests: a real Prometheus, offline compose validation, TLS certs, node keys
+  command -v prometheus >/dev/null 2>&1 || apt_pkgs+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || apt_pkgs+=(docker-compose)
+  command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
+  command -v ssh-keygen >/dev/null 2>&1 || apt_pkgs+=(openssh-client)
+fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${apt_pkgs[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${apt_pkgs[@]}" >/dev/null
   else
     echo "setup: no apt-get; please install: ${apt_pkgs[*]} (or set IMMUNEFL_DATA to the data)" >&2
   fi
