@@ -1,8 +1,11 @@
 """`immunefl` command line: run experiments on the local simulation engine.
 
-    immunefl run   [CONFIG.yaml] [--set key=value ...]   one run
-    immunefl sweep CONFIG.yaml   [--set key=value ...]   every point of a sweep (list values)
-    immunefl report DIR ...                              Markdown tables of finished runs
+    immunefl run   [CONFIG.yaml] [--preset cpu] [--set key=value ...]   one run (or a sweep)
+    immunefl sweep CONFIG.yaml   [--preset cpu] [--set key=value ...]   every point of a sweep
+    immunefl report DIR ...        plots (PNG + SVG) and a Markdown report of finished runs
+
+A list value in the YAML (or ``variants:``) makes the file a sweep; `run` then runs every point
+too. ``--preset cpu`` applies the file's ``presets: {cpu: ...}`` values (fewer rounds/clients).
     immunefl deploy ...                                  deployment engine (see deploy --help)
 
 Each exits 0 only when every run finished with status ``finished:completed`` and wrote its
@@ -25,6 +28,7 @@ from immunefl.config import (
     PROJECT_ROOT,
     ConfigError,
     expand_sweep,
+    is_sweep,
     parse_overrides,
     resolve_config,
 )
@@ -59,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--flwr-home", type=Path,
                        default=Path(os.environ.get("IMMUNEFL_FLWR_HOME", PROJECT_ROOT / ".flwr")),
                        help="private FLWR_HOME (default: <repo>/.flwr)")  # fmt: skip
+        p.add_argument("--preset", help="a preset of the YAML file, e.g. cpu (smaller, faster)")
         p.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
         if name == "run":
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -120,6 +125,20 @@ def _run_one(
     return True, summary
 
 
+def sweep_eta(elapsed: float, done: int, total: int) -> str:
+    """``"  (ETA 12m 30s)"`` from the mean time of the finished points ("" before the first)."""
+    if done == 0:
+        return ""
+    left = elapsed / done * (total - done)
+    return f"  (elapsed {_hms(elapsed)}, ETA {_hms(left)})"
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
 def _point_name(point: dict[str, Any]) -> str:
     name = "_".join(f"{k}={v}" for k, v in point.items()) or "point"
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", name)
@@ -131,12 +150,13 @@ def cmd(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.sets)
         if args.command == "run" and args.resume is not None:
             configs = [({}, resume_config(args.resume, overrides))]
-        elif args.command == "run":
-            configs = [({}, resolve_config(yaml_path, overrides))]
-        else:
+        elif args.command == "run" and not is_sweep(yaml_path, args.preset):
+            configs = [({}, resolve_config(yaml_path, overrides, preset=args.preset))]
+        else:  # a list value means a sweep, with `run` as with `sweep`
             if yaml_path is None:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
-            configs = expand_sweep(yaml_path, overrides)
+            configs = expand_sweep(yaml_path, overrides, preset=args.preset)
+            args.command = "sweep"
         for _, config in configs:
             locate_dataset(str(config["dataset"]), str(config["data-dir"]))
     except (ConfigError, DataNotFoundError) as exc:
@@ -146,7 +166,8 @@ def cmd(args: argparse.Namespace) -> int:
     if args.command == "sweep":
         base = configs[0][1]
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        sweep_name = str(base["run-name"]) or f"sweep-{Path(yaml_path).stem}-{stamp}"
+        preset = f"-{args.preset}" if args.preset else ""
+        sweep_name = str(base["run-name"]) or f"{Path(yaml_path).stem}{preset}-{stamp}"
         for point, config in configs:
             config["results-dir"] = str(Path(str(config["results-dir"])) / sweep_name)
             config["run-name"] = _point_name(point)
@@ -165,9 +186,12 @@ def cmd(args: argparse.Namespace) -> int:
     ok_all = True
     try:
         with LocalSimulation(PROJECT_ROOT, args.flwr_home) as sim:
+            t_sweep = time.monotonic()
             for i, (point, config) in enumerate(configs, 1):
                 if len(configs) > 1:
-                    print(f"immunefl: sweep point {i}/{len(configs)}: {point}", flush=True)
+                    print(f"immunefl: sweep point {i}/{len(configs)}: {point}"
+                          f"{sweep_eta(time.monotonic() - t_sweep, i - 1, len(configs))}",
+                          flush=True)  # fmt: skip
                 ok, summary = _run_one(sim, config, args, echo)
                 ok_all &= ok
                 results.append({"point": point, "run_name": config["run-name"], "ok": ok,

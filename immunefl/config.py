@@ -126,8 +126,13 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def read_yaml_config(path: Path) -> dict[str, Any]:
-    """A flat mapping of run-config keys from a YAML file (no validation yet)."""
+def read_yaml_config(path: Path, preset: str | None = None) -> dict[str, Any]:
+    """A flat mapping of run-config keys from a YAML file (no validation yet).
+
+    Two top-level keys are not run-config keys: ``description`` (text for humans and reports)
+    and ``presets``, a mapping ``name -> {key: value}``. With `preset`, that preset's values
+    replace the file's (a list in the file may become a single value, e.g. fewer seeds).
+    """
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as exc:
@@ -135,12 +140,28 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError([f"config file {path} is not valid YAML: {exc}"]) from exc
     if data is None:
-        return {}
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"config file {path} must be a mapping of key: value"])
+    data.pop("description", None)
+    presets = data.pop(PRESETS_KEY, None) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError([f"{path}: 'presets' must map a preset name to a mapping of keys"])
+    if preset is not None:
+        if preset not in presets:
+            available = ", ".join(presets) or "none"
+            raise ConfigError([f"{path} has no preset '{preset}' (available: {available})"])
+        data.update(presets[preset])
     return data
 
 
+def config_presets(path: Path) -> list[str]:
+    """Names of the presets a YAML file declares."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return list((data.get(PRESETS_KEY) or {}) if isinstance(data, dict) else [])
+
+
+PRESETS_KEY = "presets"
 VARIANTS_KEY = "variants"
 
 
@@ -158,6 +179,7 @@ def expand_sweep(
     yaml_path: Path | None,
     overrides: Mapping[str, Any] | None = None,
     schema: Mapping[str, Scalar] | None = None,
+    preset: str | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
     """Every point of a sweep: ``(the point's varying values, its full validated config)``.
 
@@ -170,7 +192,7 @@ def expand_sweep(
     import itertools
 
     schema = dict(schema if schema is not None else load_schema())
-    layer = read_yaml_config(Path(yaml_path)) if yaml_path is not None else {}
+    layer = read_yaml_config(Path(yaml_path), preset) if yaml_path is not None else {}
     fixed, axes = split_sweep(layer)
     variants = axes.pop(VARIANTS_KEY, [{}])
     problems = [f"{yaml_path}: {_unknown(k, schema)}" for k in axes if k not in schema]
@@ -195,16 +217,24 @@ def expand_sweep(
     return points
 
 
+def is_sweep(yaml_path: Path | None, preset: str | None = None) -> bool:
+    """Whether the YAML file (with `preset`) has sweep axes (list values or ``variants``)."""
+    if yaml_path is None:
+        return False
+    return bool(split_sweep(read_yaml_config(Path(yaml_path), preset))[1])
+
+
 def resolve_config(
     yaml_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     schema: Mapping[str, Scalar] | None = None,
+    preset: str | None = None,
 ) -> dict[str, Scalar]:
-    """Defaults <- YAML file <- overrides, type-coerced and validated."""
+    """Defaults <- YAML file (<- its `preset`) <- overrides, type-coerced and validated."""
     schema = dict(schema if schema is not None else load_schema())
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if yaml_path is not None:
-        layer = read_yaml_config(Path(yaml_path))
+        layer = read_yaml_config(Path(yaml_path), preset)
         _, axes = split_sweep(layer)
         if axes:
             raise ConfigError(

@@ -47,6 +47,11 @@ def _train_round(
     return messages, replies, new_arrays, metrics
 
 
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s"
+
+
 def float_distance(a: ArrayRecord, b: ArrayRecord) -> float:
     """L2 distance between the floating-point tensors of two models."""
     sa, sb = a.to_torch_state_dict(), b.to_torch_state_dict()
@@ -78,6 +83,7 @@ def run_rounds(
     With ``checkpoint_every = k > 0`` a checkpoint is written after every k-th round;
     `on_round` (e.g. the metrics exporter) sees every row once it is on disk.
     """
+    t_start = time.perf_counter()
     for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
         plan = scenario.plan(server_round)
@@ -135,10 +141,12 @@ def run_rounds(
         attack = "".join(
             f"  {k} {row[k]:.3f}" for k in ("mis_conf", "asr") if k in row
         )  # fmt: skip
+        done = server_round - start_round + 1
+        eta = (time.perf_counter() - t_start) / done * (num_rounds - server_round)
         log(
             INFO,
-            "[immunefl] round %d/%d%s  benign_acc %.4f%s  replies %d/%d  %.2fs",
+            "[immunefl] round %d/%d%s  benign_acc %.4f%s  replies %d/%d  %.2fs  ETA %s",
             server_round, num_rounds, " ADV" if plan.adversarial else "", row["benign_acc"],
-            attack, row["num_replies"], len(messages), row["round_seconds"],
+            attack, row["num_replies"], len(messages), row["round_seconds"], _mmss(eta),
         )  # fmt: skip
     return arrays
