@@ -69,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                            help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
     add_deploy_parser(sub)
-    rep = sub.add_parser("report", help="Markdown tables of finished runs")
+    rep = sub.add_parser("report", help="plots (PNG + SVG) and Markdown tables of finished runs")
     rep.add_argument(
-        "dirs", nargs="+", type=Path, help="results directories (searched recursively)"
+        "dirs", nargs="+", type=Path, help="results directories, one per experiment (e.g. a sweep)"
     )
+    rep.add_argument("--out", type=Path, help="where figures + report.md go (default: first DIR)")
+    rep.add_argument("--no-plots", action="store_true", help="Markdown tables only")
     return parser
 
 
@@ -216,11 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from immunefl.report import report
 
+        out = None if args.no_plots else (args.out or args.dirs[0])
         try:
-            print(report(args.dirs), end="")
+            print(report(args.dirs, out), end="")
         except FileNotFoundError as exc:
             print(f"immunefl: {exc}", file=sys.stderr)
             return 2
+        if out is not None:
+            print(f"immunefl: figures and report.md in {out}", file=sys.stderr)
         return 0
     return cmd(args)
 

@@ -1,9 +1,10 @@
-"""Markdown tables from results directories (``immunefl report DIR ...``).
+"""Reports of results directories (``immunefl report DIR ... [--out DIR]``).
 
-Finds every run (a directory with ``summary.json``) under the given directories and prints one
-row per run, then one row per group of runs that differ only in ``seed`` (mean and spread of
-benign accuracy, the attack's misclassification confidence around its first adversarial round,
-and each seed's attack mitigation rounds).
+Finds every run (a directory with ``summary.json``) under each given directory (one experiment,
+e.g. one sweep) and writes, per experiment, the figures of `immunefl.plots` (PNG + SVG) and a
+Markdown report: one row per group of runs that differ only in ``seed`` (mean and spread of
+benign accuracy, the attack metric after its first adversarial round, each seed's attack
+mitigation rounds), then one row per run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from immunefl.plots import defense_label
 
 GROUP_KEYS = (
     "strategy", "client-defense", "wbc-s", "trim-beta", "partitioning", "attack", "poison-samples",
@@ -32,17 +35,6 @@ def load_runs(roots: Iterable[Path]) -> list[dict[str, Any]]:
                 "rows": rows,
             })  # fmt: skip
     return runs
-
-
-def defense_label(config: dict[str, Any]) -> str:
-    label = str(config["strategy"])
-    if config["strategy"] == "trimmed-mean":
-        label += f" b={config['trim-beta']}"
-    if config["client-defense"] == "wbc":
-        label += f" + FL-WBC s={config['wbc-s']}"
-    elif config["client-defense"] == "ldp":
-        label += f" + LDP sigma={config['ldp-sigma']}"
-    return label
 
 
 def _metric(run: dict[str, Any]) -> str | None:
@@ -99,8 +91,56 @@ def group_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(roots: Iterable[Path]) -> str:
-    runs = load_runs(roots)
+def _experiment_name(root: Path) -> str:
+    return Path(root).resolve().name
+
+
+def _description(root: Path) -> str:
+    """The sweep's YAML ``description`` when the sweep recorded its config file."""
+    sweep = Path(root) / "sweep.json"
+    if not sweep.exists():
+        return ""
+    try:
+        import yaml
+
+        path = Path(json.loads(sweep.read_text())["config"])
+        return str((yaml.safe_load(path.read_text()) or {}).get("description", "")).strip()
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def experiment_report(root: Path, out_dir: Path | None) -> str:
+    """Markdown (and, with `out_dir`, figures) for the runs under `root`."""
+    from immunefl import plots
+
+    runs = load_runs([root])
     if not runs:
-        raise FileNotFoundError("no runs (directories with summary.json) found")
-    return f"{group_table(runs)}\n\n{run_table(runs)}\n"
+        raise FileNotFoundError(f"no runs (directories with summary.json) under {root}")
+    name = _experiment_name(root)
+    parts = [f"## {name}", ""]
+    desc = _description(root)
+    if desc:
+        parts += [desc, ""]
+    if out_dir is not None:
+        figures = [("accuracy", plots.accuracy_figure)]
+        if plots.attack_metric(runs):
+            figures.insert(0, ("attack", plots.attack_figure))
+            figures.append(("tradeoff", plots.tradeoff_figure))
+        for kind, make in figures:
+            try:
+                fig, _ = make(runs, title=f"{name}: {kind}")
+            except ValueError:  # e.g. no mitigation rounds to plot (backdoor runs)
+                continue
+            png, _svg = plots.save(fig, Path(out_dir), f"{name}-{kind}")
+            parts += [f"![{kind}]({png.name})", ""]
+    parts += [group_table(runs), "", run_table(runs), ""]
+    return "\n".join(parts)
+
+
+def report(roots: Iterable[Path], out_dir: Path | None = None) -> str:
+    """The report of every experiment in `roots`; figures and report.md go to `out_dir`."""
+    text = "\n".join(experiment_report(Path(r), out_dir) for r in roots)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "report.md").write_text(text)
+    return text

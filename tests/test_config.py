@@ -10,7 +10,9 @@ from immunefl.config import (
     PROJECT_ROOT,
     ConfigError,
     coerce,
+    config_presets,
     expand_sweep,
+    is_sweep,
     load_schema,
     parse_overrides,
     resolve_config,
@@ -99,11 +101,71 @@ def test_coerce_and_parse_overrides() -> None:
         parse_overrides(["novalue"])
 
 
-def test_every_shipped_config_validates() -> None:
-    files = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
-    assert files, "configs/ must hold at least the default experiment"
-    for f in files:
-        assert expand_sweep(f)  # a plain config is a one-point sweep
+CONFIG_FILES = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+PAPER_FILES = [f for f in CONFIG_FILES if f.name.startswith(("fl-wbc-", "invariant-"))]
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_shipped_config_and_preset_validates(path: Path) -> None:
+    assert expand_sweep(path)  # a plain config is a one-point sweep
+    for preset in config_presets(path):
+        assert expand_sweep(path, preset=preset)
+
+
+def test_paper_experiments_exist_with_cpu_presets_smaller_than_paper_scale() -> None:
+    names = {f.stem for f in PAPER_FILES}
+    for fig in (
+        "fig2",
+        "fig3-fmnist-iid",
+        "fig3-fmnist-noniid",
+        "fig3-cifar-iid",
+        "fig3-cifar-noniid",
+        "fig4-fmnist",
+        "fig5-fmnist",
+        "fig6-fmnist",
+        "table1-fmnist",
+        "fig4-cifar",
+        "fig5-cifar",
+        "fig6-cifar",
+        "table1-cifar",
+    ):
+        assert f"fl-wbc-{fig}" in names, fig
+    for table in ("table1-cifar", "table4-cifar", "table1-fmnist", "table4-fmnist"):
+        assert f"invariant-{table}" in names, table
+    for f in PAPER_FILES:
+        assert "cpu" in config_presets(f), f"{f.name} has no cpu preset"
+        full, cpu = expand_sweep(f), expand_sweep(f, preset="cpu")
+        work = sum(int(c["num-server-rounds"]) * int(c["clients-per-round"]) for _, c in full)
+        cpu_work = sum(int(c["num-server-rounds"]) * int(c["clients-per-round"]) for _, c in cpu)
+        assert cpu_work < work / 5, f"{f.name}: cpu preset is not much smaller than paper scale"
+
+
+def test_invariant_table1_cifar_is_the_papers_setting() -> None:
+    points = expand_sweep(PROJECT_ROOT / "configs" / "invariant-table1-cifar.yaml")
+    strategies = {c["strategy"] for _, c in points}
+    assert strategies == {"fedavg", "krum", "multikrum", "trimmed-mean", "signsgd", "rlr",
+                          "dp-fixed", "invariant"}  # fmt: skip
+    for _, c in points:
+        assert (c["model"], c["num-partitions"], c["clients-per-round"]) == ("resnet18", 100, 20)
+        assert c["num-malicious"] == 20 and c["attack"] == "edge-case"
+        assert c["attack-mode"] == "continuous" and c["num-server-rounds"] == 300
+        if c["strategy"] == "invariant":
+            assert (c["invariant-tau"], c["invariant-alpha"]) == (0.2, 0.25)
+
+
+def test_presets_replace_values_and_unknown_presets_are_named(tmp_path: Path) -> None:
+    f = tmp_path / "exp.yaml"
+    f.write_text("description: an experiment\nseed: [0, 1, 2]\nnum-server-rounds: 500\n"
+                 "presets:\n  cpu: {seed: 0, num-server-rounds: 5}\n")  # fmt: skip
+    assert len(expand_sweep(f)) == 3 and is_sweep(f)
+    ((point, config),) = expand_sweep(f, preset="cpu")
+    assert config["num-server-rounds"] == 5 and config["seed"] == 0 and not is_sweep(f, "cpu")
+    assert resolve_config(f, preset="cpu")["num-server-rounds"] == 5
+    with pytest.raises(ConfigError, match="no preset 'gpu' \\(available: cpu\\)"):
+        expand_sweep(f, preset="gpu")
+    f.write_text("presets:\n  cpu: {bogus: 1}\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        resolve_config(f, preset="cpu")
 
 
 @pytest.mark.parametrize(

@@ -141,13 +141,14 @@ def test_failed_run_exits_nonzero(tmp_path: Path) -> None:
 
 def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Path) -> None:
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        "num-partitions: 10\nclients-per-round: 3\nnum-server-rounds: 1\n"
-        "client-defense: wbc\nwbc-s: [0.0, 0.4]\n"
+    sweep.write_text(  # `run` of a file with a list value runs the sweep; the preset shrinks it
+        "num-partitions: 10\nclients-per-round: 3\nnum-server-rounds: 50\n"
+        "client-defense: wbc\nwbc-s: [0.0, 0.4, 0.8]\n"
+        "presets:\n  cpu: {num-server-rounds: 1, wbc-s: [0.0, 0.4]}\n"
     )
     flwr_home = tmp_path / "flwr-home"
     out = subprocess.run(
-        [sys.executable, "-m", "immunefl.cli", "sweep", str(sweep),
+        [sys.executable, "-m", "immunefl.cli", "run", str(sweep), "--preset", "cpu",
          "--flwr-home", str(flwr_home), "--set", f"results-dir={tmp_path / 'res'}",
          "--set", "run-name=sw", "--set", f"data-dir={fmnist_dir}"],
         capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
@@ -162,6 +163,13 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     rows = [_rows(tmp_path / "res" / "sw" / name)[0] for name in ("wbc-s=0.0", "wbc-s=0.4")]
     assert rows[0]["sampled"] == rows[1]["sampled"]
     assert rows[0]["wbc_perturbed_fraction"] == 0 < rows[1]["wbc_perturbed_fraction"]
+    rep = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "report", str(tmp_path / "res" / "sw")],
+        capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    assert (tmp_path / "res" / "sw" / "sw-accuracy.png").exists()
+    assert "| FL-WBC s=0.0 | iid | 1 |" in rep.stdout and "| FL-WBC s=0.4 | iid | 1 |" in rep.stdout
 
 
 def test_targeted_attack_poisons_fedavg_at_its_round_and_aep_is_tracked(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from immunefl.config import load_schema
 from immunefl.report import report
 from server_app.app import attack_summary
@@ -28,6 +30,56 @@ def test_report_tables(tmp_path: Path) -> None:
     _run(tmp_path, "a1", 1, [0.1, 0.95, 0.9, 0.7, 0.7, 0.6])
     _run(tmp_path, "w0", 0, [0.1, 0.9, 0.2, 0.1, 0.1, 0.1], **{"client-defense": "wbc"})
     text = report([tmp_path])
-    assert "| fedavg | iid | 2 | 1.100 +- 0.000 | 0.550 | 3, >4 |" in text
-    assert "| fedavg + FL-WBC s=0.4 | iid | 1 |" in text and "| 1 |" in text
-    assert "| a1 | fedavg | iid | 1 | 1.100 | 0.950 | 0.900 | 0.700 | 0.600 | 2: >4 |" in text
+    assert "| FedAvg | iid | 2 | 1.100 +- 0.000 | 0.550 | 3, >4 |" in text
+    assert "| FL-WBC s=0.4 | iid | 1 |" in text and "| 1 |" in text
+    assert "| a1 | FedAvg | iid | 1 | 1.100 | 0.950 | 0.900 | 0.700 | 0.600 | 2: >4 |" in text
+
+
+def test_report_writes_figures_whose_data_are_the_runs(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs
+
+    _run(tmp_path, "a0", 0, [0.1, 0.9, 0.8, 0.6, 0.4, 0.3])
+    _run(tmp_path, "a1", 1, [0.1, 0.95, 0.9, 0.7, 0.7, 0.6])
+    _run(tmp_path, "w0", 0, [0.1, 0.9, 0.2, 0.1, 0.1, 0.1], **{"client-defense": "wbc"})
+    out = tmp_path / "report"
+    text = report([tmp_path], out)
+    name = tmp_path.name
+    for kind in ("attack", "accuracy", "tradeoff"):
+        for ext in ("png", "svg"):
+            f = out / f"{name}-{kind}.{ext}"
+            assert f.exists() and f.stat().st_size > 1000, f
+        assert f"![{kind}]({name}-{kind}.png)" in text
+    assert (out / "report.md").read_text() == text
+
+    runs = load_runs([tmp_path])
+    fig, data = plots.attack_figure(runs)
+    # FedAvg: mean of the two seeds; FL-WBC: its one seed; adversarial round 2 marked on both
+    rounds, values = data["curves"]["FedAvg"]
+    assert rounds == [1, 2, 3, 4, 5, 6]
+    assert values == pytest.approx([0.1, 0.925, 0.85, 0.65, 0.55, 0.45])
+    assert data["curves"]["FL-WBC s=0.4"][1] == pytest.approx([0.1, 0.9, 0.2, 0.1, 0.1, 0.1])
+    assert data["adversarial"] == {"FedAvg": [2], "FL-WBC s=0.4": [2]}
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels.count("FedAvg") == 1 and labels.count("FL-WBC s=0.4") == 1
+    # the circles sit on the curve at the adversarial round
+    circles = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "o"]
+    assert sorted(float(c.get_ydata()[0]) for c in circles) == pytest.approx([0.9, 0.925])
+
+    _, trade = plots.tradeoff_figure(runs)
+    # FedAvg: seed 0 mitigated after 3 rounds, seed 1 never (>4 -> drawn at 5): mean 4, open
+    assert trade["FedAvg"] == {"mitigation_rounds": 4.0, "censored": True, "benign_acc": 1.1}
+    assert trade["FL-WBC s=0.4"]["mitigation_rounds"] == 1.0
+    assert not trade["FL-WBC s=0.4"]["censored"]
+    _, acc = plots.accuracy_figure(runs)
+    assert acc["FedAvg"][1] == pytest.approx([0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
+
+
+def test_labels_show_the_context_that_varies(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs
+
+    _run(tmp_path, "i", 0, [0.1, 0.9, 0.1], partitioning="iid")
+    _run(tmp_path, "s", 0, [0.1, 0.9, 0.1], partitioning="shard", strategy="trimmed-mean")
+    groups = plots.group_runs(load_runs([tmp_path]))
+    assert sorted(groups) == ["CTMA beta=0.1 [partitioning=shard]", "FedAvg [partitioning=iid]"]

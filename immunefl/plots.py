@@ -1,0 +1,190 @@
+"""Figures of finished runs (``immunefl report``), in the style of the papers' figures.
+
+- `attack_figure`: misclassification confidence (targeted) or attack success rate (backdoor)
+  per round, one curve per defense (mean over seeds), adversarial rounds marked with black
+  circles as in FL-WBC Fig. 2/3/6;
+- `tradeoff_figure`: benign accuracy vs attack mitigation rounds, one point per defense and
+  parameter (FL-WBC Fig. 4/5); a run whose attack was never mitigated is drawn at N+1 with an
+  open marker and labelled ``>N``;
+- `accuracy_figure`: benign accuracy per round.
+
+Every figure function returns the Matplotlib figure and the data it drew (``{label: ...}``), so
+tests check the series behind a figure rather than pixels.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after selecting the backend
+
+Run = dict[str, Any]
+# keys that identify a curve besides the defense; shown in labels only when they vary
+CONTEXT_KEYS = ("dataset", "partitioning", "malicious-per-round", "poison-samples", "attack")
+
+
+def defense_label(config: dict[str, Any]) -> str:
+    """A short name of the run's defense: server rule and its parameter + client defense."""
+    s = str(config["strategy"])
+    param = {
+        "trimmed-mean": ("beta", "trim-beta"), "invariant": ("tau", "invariant-tau"),
+        "cdp": ("sigma", "cdp-sigma"), "rlr": ("theta", "rlr-theta"), "krum": ("f", "krum-f"),
+        "multikrum": ("f", "krum-f"), "bulyan": ("f", "krum-f"),
+        "dp-fixed": ("z", "dp-noise-multiplier"),
+    }.get(s)  # fmt: skip
+    label = {"median": "CMA (median)", "trimmed-mean": "CTMA", "fedavg": "FedAvg",
+             "cdp": "CDP"}.get(s, s)  # fmt: skip
+    if param:
+        label += f" {param[0]}={config[param[1]]}"
+    if s == "invariant" and float(config["invariant-alpha"]) != 0.25:
+        label += f" alpha={config['invariant-alpha']}"
+    if config["client-defense"] == "wbc":
+        label = ("" if s == "fedavg" else label + " + ") + f"FL-WBC s={config['wbc-s']}"
+    elif config["client-defense"] == "ldp":
+        label = ("" if s == "fedavg" else label + " + ") + f"LDP sigma={config['ldp-sigma']}"
+    return label
+
+
+def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs that differ only in ``seed``, keyed by a label (defense + varying context)."""
+    varying = [k for k in CONTEXT_KEYS if len({str(r["config"].get(k)) for r in runs}) > 1]
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        c = run["config"]
+        extra = ", ".join(f"{k}={c.get(k)}" for k in varying)
+        groups.setdefault(defense_label(c) + (f" [{extra}]" if extra else ""), []).append(run)
+    return groups
+
+
+def attack_metric(runs: Sequence[Run]) -> str | None:
+    """``mis_conf`` (targeted) or ``asr`` (backdoor), whichever the runs recorded."""
+    for key in ("mis_conf", "asr"):
+        if runs and all(key in r["rows"][0] for r in runs):
+            return key
+    return None
+
+
+def mean_curve(runs: Sequence[Run], key: str) -> tuple[list[int], list[float]]:
+    """Per-round mean of `key` over runs (rounds every run has)."""
+    per_round: dict[int, list[float]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            if row.get(key) is not None:
+                per_round.setdefault(row["round"], []).append(float(row[key]))
+    rounds = sorted(r for r, v in per_round.items() if len(v) == len(runs))
+    return rounds, [statistics.fmean(per_round[r]) for r in rounds]
+
+
+def _adversarial(runs: Sequence[Run]) -> list[int]:
+    return sorted({r["round"] for run in runs for r in run["rows"] if r.get("adversarial")})
+
+
+def attack_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """Attack metric vs round per defense, adversarial rounds as black circles (FL-WBC Fig. 3)."""
+    metric = attack_metric(runs)
+    if metric is None:
+        raise ValueError("the runs recorded no attack metric (mis_conf or asr)")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    data: dict[str, Any] = {"metric": metric, "curves": {}, "adversarial": {}}
+    for label, members in group_runs(runs).items():
+        rounds, values = mean_curve(members, metric)
+        (line,) = ax.plot(rounds, values, label=label, linewidth=1.8)
+        data["curves"][label] = (rounds, values)
+        adv = [r for r in _adversarial(members) if r in rounds]
+        ys = [values[rounds.index(r)] for r in adv]
+        ax.plot(adv, ys, "o", markersize=7, markerfacecolor="none", markeredgecolor="black",
+                markeredgewidth=1.5, label="_nolegend_")  # fmt: skip
+        data["adversarial"][label] = adv
+    threshold = runs[0]["summary"].get("mitigation_threshold")
+    if metric == "mis_conf" and threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+        ax.text(ax.get_xlim()[0], threshold, " mitigated below", va="bottom", color="grey",
+                fontsize=8)  # fmt: skip
+    ax.set_xlabel("communication round")
+    ax.set_ylabel("misclassification confidence" if metric == "mis_conf" else
+                  "attack success rate")  # fmt: skip
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "Attack effect per round (black circles: adversarial rounds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig, data
+
+
+def _mitigation(run: Run) -> tuple[float | None, bool]:
+    """Mean attack mitigation rounds of one run and whether any attack was never mitigated."""
+    values = list((run["summary"].get("mitigation_rounds") or {}).values())
+    if not values:
+        return None, False
+    nums, censored = [], False
+    for v in values:
+        if isinstance(v, str) and v.startswith(">"):
+            nums.append(int(v[1:]) + 1)
+            censored = True
+        else:
+            nums.append(int(v))
+    return statistics.fmean(nums), censored
+
+
+def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """Benign accuracy vs attack mitigation rounds, one point per defense (FL-WBC Fig. 4/5)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    data: dict[str, Any] = {}
+    for label, members in group_runs(runs).items():
+        mits = [_mitigation(m) for m in members]
+        if any(x is None for x, _ in mits):
+            continue
+        x = statistics.fmean(x for x, _ in mits if x is not None)
+        censored = any(c for _, c in mits)
+        y = statistics.fmean(float(m["summary"]["final_benign_acc"]) for m in members)
+        family = label.split()[0]
+        marker = {"FL-WBC": "o", "CDP": "s", "LDP": "^"}.get(family, "D")
+        ax.scatter([x], [y], marker=marker, s=60, label=label,
+                   facecolors="none" if censored else None)  # fmt: skip
+        ax.annotate((">" if censored else "") + label, (x, y), fontsize=7,
+                    textcoords="offset points", xytext=(4, 4))  # fmt: skip
+        data[label] = {"mitigation_rounds": x, "censored": censored, "benign_acc": y}
+    if not data:
+        plt.close(fig)
+        raise ValueError("no run has attack mitigation rounds (targeted attack, rounds mode)")
+    ax.set_xlabel("attack mitigation rounds (open marker: not mitigated by the end, drawn at N+1)")
+    ax.set_ylabel("benign accuracy (final round)")
+    ax.set_title(title or "Utility vs robustness")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig, data
+
+
+def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """Benign accuracy per round per defense (mean over seeds)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    data = {}
+    for label, members in group_runs(runs).items():
+        rounds, values = mean_curve(members, "benign_acc")
+        ax.plot(rounds, values, label=label, linewidth=1.5)
+        data[label] = (rounds, values)
+    for r in _adversarial(runs):
+        ax.axvline(r, color="black", alpha=0.15, linewidth=3)
+    ax.set_xlabel("communication round")
+    ax.set_ylabel("benign accuracy")
+    ax.set_title(title or "Benign accuracy (shaded: adversarial rounds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig, data
+
+
+def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Write `fig` as PNG and SVG; close it; return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
