@@ -36,6 +36,7 @@ def _model_from(msg: Message, context: Context):
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
+    t0 = time.perf_counter()
     cfg = context.run_config
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
@@ -96,6 +97,7 @@ def train(msg: Message, context: Context) -> Message:
     fault = parse_faults(str(cfg["inject-faults"])).get(pid)
     if fault is not None:
         state = apply_fault(fault, state)
+    metrics["client_seconds"] = time.perf_counter() - t0  # the node's own work this round
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
 
 

@@ -90,6 +90,7 @@ def run_rounds(
         messages, replies, new_arrays, train_metrics = _train_round(
             grid, strategy, server_round, arrays, ConfigRecord(), round_timeout
         )
+        t_train = time.perf_counter() - t0
         if new_arrays is not None:
             arrays = new_arrays
         failed = sum(1 for r in replies if r.has_error())
@@ -114,7 +115,10 @@ def run_rounds(
             if eval_metrics is not None:
                 row["client_eval_acc"] = float(eval_metrics["eval_acc"])
                 row["client_eval_loss"] = float(eval_metrics["eval_loss"])
+        t_eval = time.perf_counter()
         row.update(evaluator(arrays))
+        row["train_phase_seconds"] = t_train
+        row["eval_seconds"] = time.perf_counter() - t_eval
         if counterfactual is not None:
             _, _, cf_arrays, _ = _train_round(
                 grid, counterfactual.strategy, server_round, counterfactual.arrays,
