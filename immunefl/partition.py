@@ -15,6 +15,11 @@ index arrays into the training split, not copies of the images.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,13 +86,69 @@ def partition_indices(
     ]
 
 
+CACHE_FORMAT = 1  # bump when partition_indices changes what it returns
+
+
+def cache_dir() -> Path:
+    """``$IMMUNEFL_CACHE`` or ``~/.cache/immunefl``."""
+    env = os.environ.get("IMMUNEFL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "immunefl"
+
+
+def partition_cache_key(
+    labels: np.ndarray, scheme: str, num_partitions: int, seed: int, alpha: float
+) -> str:
+    """A digest of everything the partition depends on: the labels themselves, the scheme and
+    its parameters, and the flwr-datasets version whose partitioners produced it."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    params = (CACHE_FORMAT, version("flwr-datasets"), scheme, num_partitions, seed,
+              float(alpha) if scheme == "dirichlet" else None)  # fmt: skip
+    h.update(repr(params).encode())
+    return h.hexdigest()[:32]
+
+
+def load_or_partition(
+    labels: np.ndarray, scheme: str, num_partitions: int, seed: int, alpha: float,
+    directory: Path | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """`partition_indices`, cached on disk: a whole federation's processes (and later runs)
+    compute a partition once instead of once per process (flwr-datasets and its `datasets`
+    import cost seconds per Ray actor). A damaged cache file is recomputed and replaced."""
+    labels = np.asarray(labels, dtype=np.int64)
+    path = (directory or cache_dir() / "partitions") / (
+        partition_cache_key(labels, scheme, num_partitions, seed, alpha) + ".npz"
+    )
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                flat, offsets = z["indices"], z["offsets"]
+            if offsets.shape == (num_partitions + 1,) and offsets[-1] == flat.shape[0]:
+                return [flat[offsets[i] : offsets[i + 1]] for i in range(num_partitions)]
+        except (OSError, ValueError, KeyError):
+            pass
+        warnings.warn(f"partition cache {path} is damaged; recomputing it", stacklevel=2)
+    parts = partition_indices(labels, scheme, num_partitions, seed, alpha)
+    offsets = np.cumsum([0, *(len(x) for x in parts)]).astype(np.int64)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, indices=np.concatenate(parts), offsets=offsets)
+        os.replace(tmp, path)  # atomic: concurrent writers race harmlessly
+    except OSError as exc:  # a read-only home is not an error, only slower
+        warnings.warn(f"cannot write partition cache {path}: {exc}", stacklevel=2)
+    return parts
+
+
 @functools.lru_cache(maxsize=8)
 def cached_partitions(
     dataset_name: str, data_dir: str, scheme: str, num_partitions: int, seed: int, alpha: float
 ) -> tuple[torch.Tensor, ...]:
-    """`partition_indices` of a dataset's training split, computed once per process."""
+    """`partition_indices` of a dataset's training split: once per process, and on disk."""
     from immunefl.data import load_dataset
 
     ds = load_dataset(dataset_name, data_dir)
-    parts = partition_indices(ds.train.labels, scheme, num_partitions, seed, alpha)
-    return tuple(torch.from_numpy(p) for p in parts)
+    parts = load_or_partition(ds.train.labels.numpy(), scheme, num_partitions, seed, alpha)
+    return tuple(torch.from_numpy(np.ascontiguousarray(p)) for p in parts)

@@ -65,3 +65,29 @@ def test_bad_arguments_are_named() -> None:
         partition_indices(y, "iid", 11, 0)
     with pytest.raises(ValueError, match="dirichlet-alpha"):
         partition_indices(y, "dirichlet", 2, 0, alpha=0.0)
+
+
+def test_partition_disk_cache_returns_the_same_partition_and_survives_damage(tmp_path) -> None:
+    import warnings
+
+    from immunefl.partition import load_or_partition, partition_indices
+
+    labels = np.repeat(np.arange(10), 60)
+    direct = partition_indices(labels, "dirichlet", 12, seed=3, alpha=0.3)
+    first = load_or_partition(labels, "dirichlet", 12, 3, 0.3, directory=tmp_path)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    again = load_or_partition(labels, "dirichlet", 12, 3, 0.3, directory=tmp_path)
+    for a, b, c in zip(direct, first, again, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    # anything the partition depends on gives another entry
+    load_or_partition(labels, "dirichlet", 12, 4, 0.3, directory=tmp_path)
+    load_or_partition(labels[::-1].copy(), "dirichlet", 12, 3, 0.3, directory=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+    files[0].write_bytes(b"not an npz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        healed = load_or_partition(labels, "dirichlet", 12, 3, 0.3, directory=tmp_path)
+    assert any("damaged" in str(w.message) for w in caught)
+    assert all(np.array_equal(a, b) for a, b in zip(direct, healed, strict=True))
+    assert load_or_partition(labels, "dirichlet", 12, 3, 0.3, directory=tmp_path)[0].size
