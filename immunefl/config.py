@@ -375,6 +375,8 @@ def validate_config(
     except ValueError as exc:
         problems.append(f"'inject-faults': {exc}")
     problems.extend(_threat_problems(c))
+    if not 0 < float(c["poll-interval"]) <= 10:
+        problems.append(f"'poll-interval' must be in (0, 10] seconds, got {c['poll-interval']}")
     if not float(c["round-timeout"]) > 0:
         problems.append(f"'round-timeout' must be > 0 seconds, got {c['round-timeout']}")
     if int(c["checkpoint-every"]) < 0:

@@ -68,7 +68,8 @@ def main(grid: Grid, context: Context) -> None:
     )
     num_rounds = int(config["num-server-rounds"])
 
-    roster = discover(grid, int(config["num-partitions"]))
+    poll = float(config["poll-interval"])
+    roster = discover(grid, int(config["num-partitions"]), poll_interval=poll)
     benign = [p for p, role in roster.role_of.items() if role == "benign"]
     malicious = [p for p, role in roster.role_of.items() if role == "malicious"]
     if len(malicious) != int(config["num-malicious"]):
@@ -111,7 +112,7 @@ def main(grid: Grid, context: Context) -> None:
             evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
             round_timeout=float(config["round-timeout"]), start_round=start_round,
             checkpoint_every=int(config["checkpoint-every"]),
-            on_round=exporter.record if exporter.enabled else None,
+            on_round=exporter.record if exporter.enabled else None, poll_interval=poll,
         )  # fmt: skip
     finally:
         exporter.close()

@@ -25,6 +25,7 @@ from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
 from server_app.results import RunRecorder
 from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
+from server_app.transport import exchange
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 
@@ -39,10 +40,10 @@ class Counterfactual:
 
 def _train_round(
     grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord,
-    config: ConfigRecord, timeout: float,
+    config: ConfigRecord, timeout: float, poll: float,
 ) -> tuple[list[Message], list[Message], ArrayRecord | None, Any]:  # fmt: skip
     messages = list(strategy.configure_train(server_round, arrays, config, grid))
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = exchange(grid, messages, timeout, poll)
     new_arrays, metrics = strategy.aggregate_train(server_round, replies)
     return messages, replies, new_arrays, metrics
 
@@ -77,6 +78,7 @@ def run_rounds(
     start_round: int = 1,
     checkpoint_every: int = 0,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    poll_interval: float = 0.1,
 ) -> ArrayRecord:
     """Run rounds `start_round`..`num_rounds` from `arrays`; return the final global arrays.
 
@@ -88,7 +90,7 @@ def run_rounds(
         t0 = time.perf_counter()
         plan = scenario.plan(server_round)
         messages, replies, new_arrays, train_metrics = _train_round(
-            grid, strategy, server_round, arrays, ConfigRecord(), round_timeout
+            grid, strategy, server_round, arrays, ConfigRecord(), round_timeout, poll_interval
         )
         t_train = time.perf_counter() - t0
         if new_arrays is not None:
@@ -110,7 +112,7 @@ def run_rounds(
         )
         if eval_messages:
             eval_metrics = strategy.aggregate_evaluate(
-                server_round, grid.send_and_receive(eval_messages, timeout=round_timeout)
+                server_round, exchange(grid, eval_messages, round_timeout, poll_interval)
             )
             if eval_metrics is not None:
                 row["client_eval_acc"] = float(eval_metrics["eval_acc"])
@@ -122,7 +124,7 @@ def run_rounds(
         if counterfactual is not None:
             _, _, cf_arrays, _ = _train_round(
                 grid, counterfactual.strategy, server_round, counterfactual.arrays,
-                ConfigRecord({"benign-override": True}), round_timeout,
+                ConfigRecord({"benign-override": True}), round_timeout, poll_interval,
             )  # fmt: skip
             if cf_arrays is not None:
                 counterfactual.arrays = cf_arrays

@@ -10,6 +10,8 @@ from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from server_app.transport import exchange
+
 WHOAMI = "query.whoami"
 
 
@@ -44,14 +46,16 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     return nodes
 
 
-def discover(grid: Grid, num_partitions: int, timeout: float = 120.0) -> Roster:
+def discover(
+    grid: Grid, num_partitions: int, timeout: float = 120.0, poll_interval: float = 0.1
+) -> Roster:
     """Ask every node `whoami`; check that partition ids 0..num_partitions-1 appear once each."""
     nodes = wait_for_nodes(grid, num_partitions, timeout)
     messages = [Message(RecordDict(), dst_node_id=nid, message_type=WHOAMI) for nid in nodes]
     node_of: dict[int, int] = {}
     role_of: dict[int, str] = {}
     problems: list[str] = []
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in exchange(grid, messages, timeout, poll_interval):
         nid = reply.metadata.src_node_id
         if reply.has_error():
             problems.append(f"node {nid}: whoami failed: {reply.error.reason}")
