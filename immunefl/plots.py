@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after selecting the backend
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 Run = dict[str, Any]
 # keys that identify a curve besides the defense; shown in labels only when they vary
@@ -106,6 +107,7 @@ def attack_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, 
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
         ax.text(ax.get_xlim()[0], threshold, " mitigated below", va="bottom", color="grey",
                 fontsize=8)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("communication round")
     ax.set_ylabel("misclassification confidence" if metric == "mis_conf" else
                   "attack success rate")  # fmt: skip
@@ -171,6 +173,7 @@ def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
         data[label] = (rounds, values)
     for r in _adversarial(runs):
         ax.axvline(r, color="black", alpha=0.15, linewidth=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("communication round")
     ax.set_ylabel("benign accuracy")
     ax.set_title(title or "Benign accuracy (shaded: adversarial rounds)")
