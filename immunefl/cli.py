@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +38,7 @@ from immunefl.config import (
 from immunefl.data import DataNotFoundError, locate_dataset
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
-from immunefl.launcher import LocalSimulation, RunFailed, write_run_config
+from immunefl.launcher import LocalSimulation, RunFailed, exit_on_signal, write_run_config
 from server_app.results import atomic_write_json, default_run_name
 
 
@@ -65,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="private FLWR_HOME (default: <repo>/.flwr)")  # fmt: skip
         p.add_argument("--preset", help="a preset of the YAML file, e.g. cpu (smaller, faster)")
         p.add_argument("--quiet", action="store_true", help="only print immunefl's own lines")
+        p.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="sweeps: run N points at once, each on its own SuperLink (GPU "
+                       "machines: with --gpus-per-client); default 1")  # fmt: skip
         if name == "run":
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                            help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
@@ -146,6 +152,67 @@ def _point_name(point: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", name)
 
 
+def run_points(
+    configs: list[tuple[dict[str, Any], dict[str, Any]]], args: argparse.Namespace,
+    echo: Callable[[str], None],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Run every point; ``--parallel N`` runs N at once, each on its own SuperLink."""
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    todo: queue.Queue[int] = queue.Queue()
+    for i in range(len(configs)):
+        todo.put(i)
+    t_sweep = time.monotonic()
+    done = [0]
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(sim: LocalSimulation) -> None:
+        while not errors:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            point, config = configs[i]
+            if len(configs) > 1:
+                with lock:
+                    eta = sweep_eta(time.monotonic() - t_sweep, done[0], len(configs))
+                print(f"immunefl: sweep point {i + 1}/{len(configs)}: {point}{eta}", flush=True)
+            tag = f"[{i + 1}] " if args.parallel > 1 else ""
+            try:
+                ok, summary = _run_one(sim, config, args, lambda line, tag=tag: echo(tag + line))
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                return
+            results[i] = {"point": point, "run_name": config["run-name"], "ok": ok,
+                          "summary": summary}  # fmt: skip
+            with lock:
+                done[0] += 1
+
+    n = max(1, min(int(args.parallel), len(configs)))
+    sims = [LocalSimulation(PROJECT_ROOT, args.flwr_home) for _ in range(n)]
+    # SIGTERM/SIGHUP become SystemExit in this (main) thread, whose `finally` stops everything
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, exit_on_signal)
+    try:
+        for sim in sims:
+            sim.start()
+        if n == 1:
+            worker(sims[0])
+        else:
+            threads = [threading.Thread(target=worker, args=(sim,), daemon=True) for sim in sims]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+    finally:
+        for sim in sims:
+            sim.stop()
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
 def cmd(args: argparse.Namespace) -> int:
     yaml_path = args.config or args.config_opt
     try:
@@ -184,23 +251,12 @@ def cmd(args: argparse.Namespace) -> int:
         if not args.quiet or "[immunefl]" in line or "ERROR" in line:
             print(line, flush=True)
 
-    results: list[dict[str, Any]] = []
-    ok_all = True
     try:
-        with LocalSimulation(PROJECT_ROOT, args.flwr_home) as sim:
-            t_sweep = time.monotonic()
-            for i, (point, config) in enumerate(configs, 1):
-                if len(configs) > 1:
-                    print(f"immunefl: sweep point {i}/{len(configs)}: {point}"
-                          f"{sweep_eta(time.monotonic() - t_sweep, i - 1, len(configs))}",
-                          flush=True)  # fmt: skip
-                ok, summary = _run_one(sim, config, args, echo)
-                ok_all &= ok
-                results.append({"point": point, "run_name": config["run-name"], "ok": ok,
-                                "summary": summary})  # fmt: skip
+        results = run_points(configs, args, echo)
     except (RunFailed, RuntimeError, TimeoutError) as exc:
         print(f"immunefl: run failed: {exc}", file=sys.stderr)
         return 1
+    ok_all = all(r["ok"] for r in results)
     if args.command == "sweep":
         sweep_dir = Path(str(configs[0][1]["results-dir"]))
         atomic_write_json(sweep_dir / "sweep.json", {"config": str(yaml_path), "points": results})

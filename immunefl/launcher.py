@@ -134,7 +134,7 @@ class LocalSimulation:
         # SIGTERM/SIGHUP (a killed terminal, `kill`, a CI timeout) must also stop what we
         # started: turn them into SystemExit so the context's __exit__ runs.
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _exit_on_signal)
+            signal.signal(sig, exit_on_signal)
         self.start()
         return self
 
@@ -250,7 +250,7 @@ class LocalSimulation:
         return submit_run(self, run_config_file, federation, stream=stream, echo=echo)
 
 
-def _exit_on_signal(signum: int, frame: Any) -> None:
+def exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 

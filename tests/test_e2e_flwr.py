@@ -172,6 +172,28 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     assert "| FL-WBC s=0.0 | iid | 1 |" in rep.stdout and "| FL-WBC s=0.4 | iid | 1 |" in rep.stdout
 
 
+def test_parallel_sweep_runs_points_at_once_on_separate_superlinks(
+    tmp_path: Path, fmnist_dir: Path
+) -> None:
+    sweep = tmp_path / "par.yaml"
+    sweep.write_text("num-partitions: 10\nclients-per-round: 2\nnum-server-rounds: 1\n"
+                     "seed: [0, 1]\n")  # fmt: skip
+    flwr_home = tmp_path / "flwr-home"
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "sweep", str(sweep), "--parallel", "2",
+         "--flwr-home", str(flwr_home), "--set", f"results-dir={tmp_path / 'res'}",
+         "--set", "run-name=par", "--set", f"data-dir={fmnist_dir}", "--quiet"],
+        capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 2
+    assert "[1] " in out.stdout and "[2] " in out.stdout  # each run's lines are tagged
+    result = json.loads((tmp_path / "res" / "par" / "sweep.json").read_text())
+    assert [p["point"] for p in result["points"]] == [{"seed": 0}, {"seed": 1}]
+    assert all(p["ok"] for p in result["points"])
+
+
 def test_targeted_attack_poisons_fedavg_at_its_round_and_aep_is_tracked(
     tmp_path: Path, fmnist_dir: Path
 ) -> None:
