@@ -30,13 +30,32 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from strategies.mean import weighted_mean
 from strategies.updates import Layout, Screened, apply_update, screen_replies
 
 NodeSelector = Callable[[int], list[int]]
 Diagnostics = dict[str, float | list[float]]
+
+
+def mean_client_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Per key, the example-weighted mean over the replies that report the key.
+
+    Replies need not share keys (malicious nodes report fewer, FL-WBC nodes report
+    ``wbc_perturbed_fraction``): a key is averaged over the nodes that sent it, never diluted by
+    those that did not (Flower's `aggregate_metricrecords` treats a missing key as 0).
+    """
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for record in records:
+        for metrics in record.metric_records.values():
+            w = float(metrics.get(weight_key, 0.0))
+            for key, value in metrics.items():
+                if key == weight_key or isinstance(value, list):
+                    continue
+                sums[key] = sums.get(key, 0.0) + w * float(value)
+                weights[key] = weights.get(key, 0.0) + w
+    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
 
 
 class ImmuneFedAvg(FedAvg):
@@ -187,7 +206,7 @@ class ImmuneFedAvg(FedAvg):
         diag["aggregate_seconds"] = time.perf_counter() - t0
         metrics = MetricRecord(diag)
         if screened.accepted:
-            client = aggregate_metricrecords(
+            client = mean_client_metrics(
                 [m.content for m in screened.accepted], self.weighted_by_key
             )
             for key, value in client.items():

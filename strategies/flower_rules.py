@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     Bulyan,
     DifferentialPrivacyServerSideFixedClipping,
@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import (
 
 from immunefl.seeding import derive_seed
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
-from strategies.updates import Screened
+from strategies.updates import ARRAYS_KEY, METRICS_KEY, WEIGHT_KEY, Screened
 
 
 class FlowerRuleStrategy(ImmuneFedAvg):
@@ -40,10 +40,24 @@ class FlowerRuleStrategy(ImmuneFedAvg):
     def aggregate_accepted(
         self, server_round: int, screened: Screened
     ) -> tuple[ArrayRecord, Diagnostics]:
-        arrays, _ = self.rule.aggregate_train(server_round, screened.accepted)
+        arrays, _ = self.rule.aggregate_train(
+            server_round, [_rule_view(m) for m in screened.accepted]
+        )
         if arrays is None:
             raise ValueError(f"{type(self.rule).__name__} returned no model")
         return arrays, {"n": len(screened.accepted)}
+
+
+def _rule_view(reply: Message) -> Message:
+    """The reply as a Flower rule needs it: arrays + the weighting metric only (Flower's rules
+    refuse replies whose MetricRecords differ in keys, e.g. attackers' vs benign nodes')."""
+    content = reply.content
+    weight = content.metric_records[METRICS_KEY][WEIGHT_KEY]
+    return Message(
+        RecordDict({ARRAYS_KEY: content.array_records[ARRAYS_KEY],
+                    METRICS_KEY: MetricRecord({WEIGHT_KEY: weight})}),
+        dst_node_id=reply.metadata.src_node_id, message_type=reply.metadata.message_type,
+    )  # fmt: skip
 
 
 def _f(config: Mapping[str, Any]) -> int:

@@ -198,3 +198,25 @@ def test_aggregation_does_not_depend_on_reply_arrival_order() -> None:
         arrays, _ = strategy.aggregate_train(1, replies)
         results.append(arrays.to_torch_state_dict()["w"])
     assert all(torch.equal(results[0], r) for r in results[1:])  # bit-identical
+
+
+@pytest.mark.parametrize("name", ["fedavg", "krum", "multikrum", "bulyan", "dp-fixed", "median"])
+def test_replies_with_different_metric_keys_aggregate_and_average_per_key(name: str) -> None:
+    """Attackers and FL-WBC nodes report different metrics; no rule may fail on that, and a key
+    is averaged over the nodes that sent it (not diluted by the ones that did not)."""
+    strategy = make(name, **{"krum-f": 1, "clients-per-round": 10})
+    msgs = list(strategy.configure_train(1, ArrayRecord(global_state()), ConfigRecord(), None))
+    replies = []
+    for i, (m, s) in enumerate(zip(msgs, benign_states(10), strict=True)):
+        if i < 3:  # "malicious": only the weight and a flag
+            metrics = MetricRecord({"num-examples": 10, "attacked": 1})
+        else:
+            metrics = MetricRecord({"num-examples": 10, "attacked": 0, "train_loss": 2.0,
+                                    "wbc_perturbed_fraction": 0.5})  # fmt: skip
+        replies.append(Message(RecordDict({"arrays": ArrayRecord(s), "metrics": metrics}),
+                               reply_to=m))  # fmt: skip
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics["aggregated_replies"] == 10
+    assert metrics["train_loss"] == pytest.approx(2.0)  # Flower's helper would say 1.4
+    assert metrics["wbc_perturbed_fraction"] == pytest.approx(0.5)
+    assert metrics["attacked"] == pytest.approx(0.3)
