@@ -136,9 +136,11 @@ def _mitigation(run: Run) -> tuple[float | None, bool]:
 
 def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
     """Benign accuracy vs attack mitigation rounds, one point per defense (FL-WBC Fig. 4/5)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     data: dict[str, Any] = {}
-    for label, members in group_runs(runs).items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, members) in enumerate(group_runs(runs).items()):
+        color = colors[i % len(colors)]
         mits = [_mitigation(m) for m in members]
         if any(x is None for x, _ in mits):
             continue
@@ -147,18 +149,25 @@ def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
         y = statistics.fmean(float(m["summary"]["final_benign_acc"]) for m in members)
         family = label.split()[0]
         marker = {"FL-WBC": "o", "CDP": "s", "LDP": "^"}.get(family, "D")
-        ax.scatter([x], [y], marker=marker, s=60, label=label,
-                   facecolors="none" if censored else None)  # fmt: skip
-        ax.annotate((">" if censored else "") + label, (x, y), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))  # fmt: skip
+        every = all(c for _, c in mits)
+        rounds = f">{x - 1:g}" if every else f"{x:g}{'+' if censored else ''}"
+        shown = f"{label} ({rounds} rounds, acc {y:.3f})"
+        ax.scatter([x], [y], marker=marker, s=60, label=shown, edgecolors=color, linewidths=1.5,
+                   facecolors="none" if censored else color)  # fmt: skip
         data[label] = {"mitigation_rounds": x, "censored": censored, "benign_acc": y}
     if not data:
         plt.close(fig)
         raise ValueError("no run has attack mitigation rounds (targeted attack, rounds mode)")
+    xs = [d["mitigation_rounds"] for d in data.values()]
+    ys = [d["benign_acc"] for d in data.values()]
+    ax.set_xlim(0, max(xs) + 1.5)
+    ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("attack mitigation rounds (open marker: not mitigated by the end, drawn at N+1)")
     ax.set_ylabel("benign accuracy (final round)")
     ax.set_title(title or "Utility vs robustness")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig, data
 
