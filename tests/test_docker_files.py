@@ -90,3 +90,21 @@ def test_provisioned_grafana_points_at_the_compose_prometheus() -> None:
     assert uids == {source["uid"]}
     prov = yaml.safe_load((DOCKER / "grafana/provisioning/dashboards/immunefl.yml").read_text())
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_image_installs_every_dependency_but_flwr(tmp_path) -> None:
+    """Run the Dockerfile's own requirements step on pyproject.toml (no Docker needed)."""
+    import re
+    import sys
+
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    script = re.search(r"RUN python - <<'PY' > requirements.txt\n(.*?)\nPY\n", dockerfile, re.S)
+    assert script, "Dockerfile lost its requirements step"
+    (tmp_path / "pyproject.toml").write_text((PROJECT_ROOT / "pyproject.toml").read_text())
+    out = subprocess.run([sys.executable, "-c", script.group(1)], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    reqs = out.stdout.split()
+    names = {re.split(r"[<>=\[]", r)[0] for r in reqs}
+    assert {"torch", "torchvision", "flwr-datasets", "prometheus-client", "numpy"} <= names
+    assert "flwr" not in names  # the base image pins Flower itself
+    assert "FROM flwr/superexec:${FLWR_VERSION}" in dockerfile and "USER app" in dockerfile
