@@ -73,19 +73,22 @@ def group_table(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         key = tuple(run["config"].get(k) for k in GROUP_KEYS)
         groups.setdefault(key, []).append(run)
-    lines = ["| defense | partitioning | seeds | final acc (mean +- sd) | metric @adv+3 (mean) "
-             "| mitigation rounds per seed |", "|" + " --- |" * 6]  # fmt: skip
+    lines = ["| defense | partitioning | seeds | final acc (mean +- sd) | metric | @adv+3 (mean) "
+             "| @end (mean) | mitigation rounds per seed |", "|" + " --- |" * 8]  # fmt: skip
     for members in groups.values():
         c = members[0]["config"]
         accs = [m["summary"]["final_benign_acc"] for m in members]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         after = [x for x in (_after(m, 3) for m in members) if x is not None]
+        metric = _metric(members[0])
+        end = [m["rows"][-1][metric] for m in members if metric and metric in m["rows"][-1]]
         mits = [next(iter((m["summary"].get("mitigation_rounds") or {"-": "-"}).values()))
                 for m in sorted(members, key=lambda m: m["config"]["seed"])]  # fmt: skip
         lines.append(
             f"| {defense_label(c)} | {c['partitioning']} | {len(members)} "
             f"| {statistics.mean(accs):.3f} +- {sd:.3f} "
-            f"| {_fmt(statistics.mean(after)) if after else '-'} "
+            f"| {metric or '-'} | {_fmt(statistics.mean(after)) if after else '-'} "
+            f"| {_fmt(statistics.mean(end)) if end else '-'} "
             f"| {', '.join(str(x) for x in mits)} |"
         )
     return "\n".join(lines)

@@ -30,7 +30,7 @@ def test_report_tables(tmp_path: Path) -> None:
     _run(tmp_path, "a1", 1, [0.1, 0.95, 0.9, 0.7, 0.7, 0.6])
     _run(tmp_path, "w0", 0, [0.1, 0.9, 0.2, 0.1, 0.1, 0.1], **{"client-defense": "wbc"})
     text = report([tmp_path])
-    assert "| FedAvg | iid | 2 | 1.100 +- 0.000 | 0.550 | 3, >4 |" in text
+    assert "| FedAvg | iid | 2 | 1.100 +- 0.000 | mis_conf | 0.550 | 0.450 | 3, >4 |" in text
     assert "| FL-WBC s=0.4 | iid | 1 |" in text and "| 1 |" in text
     assert "| a1 | FedAvg | iid | 1 | 1.100 | 0.950 | 0.900 | 0.700 | 0.600 | 2: >4 |" in text
 
