@@ -167,6 +167,7 @@ def run_flwr(rounds: int, cfg: dict, tag: str) -> dict:
         "wall": wall,
         "rounds": [r["round_seconds"] for r in rows],
         "acc": rows[-1]["benign_acc"],
+        "rows": rows,
     }
 
 
@@ -201,6 +202,16 @@ def main() -> None:
     ]
     for name, b, f in rows:
         print(f"{name:28}{b:12.3f}{f:12.3f}{f / b:10.3f}")
+    rows_after = flwr["rows"][args.warmup :]
+
+    def med(key: str) -> float:
+        return statistics.median(float(r[key]) for r in rows_after)
+
+    print(
+        f"flwr round breakdown (medians): train phase {med('train_phase_seconds'):.3f}s "
+        f"(a node's own work {med('client_seconds'):.3f}s x {cfg['clients-per-round']} nodes), "
+        f"server evaluation {med('eval_seconds'):.3f}s, aggregation {med('aggregate_seconds'):.3f}s"
+    )
     print(f"RATIO steady_state={steady(flwr) / steady(base):.3f} (target <= 1.10)")
     print(f"RATIO whole_command={flwr['wall'] / base['wall']:.3f} (target <= 1.25)")
     print(f"FIXED flwr start+shutdown={fixed(flwr):.1f}s (target <= 10 s)")
