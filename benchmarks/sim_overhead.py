@@ -97,7 +97,7 @@ def run_baseline(rounds: int, cfg: dict) -> dict:
     parts = cached_partitions("fmnist", "", "iid", cfg["num-partitions"], cfg["seed"], 0.5)
     model = init_model("cnn-fmnist", "fmnist", cfg["seed"])
     device = torch.device("cpu")
-    round_seconds = []
+    round_seconds, eval_seconds = [], []
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
         states, weights = [], []
@@ -127,9 +127,12 @@ def run_baseline(rounds: int, cfg: dict) -> dict:
                 for k in states[0]
             }
         )
+        t_eval = time.perf_counter()
         _, acc = evaluate(model, ds, ds.test, device)
+        eval_seconds.append(time.perf_counter() - t_eval)
         round_seconds.append(time.perf_counter() - t0)
-    return {"wall": time.perf_counter() - t_start, "rounds": round_seconds, "acc": acc}
+    return {"wall": time.perf_counter() - t_start, "rounds": round_seconds, "acc": acc,
+            "eval": eval_seconds}  # fmt: skip
 
 
 def run_flwr(rounds: int, cfg: dict, tag: str) -> dict:
@@ -212,6 +215,8 @@ def main() -> None:
         f"(a node's own work {med('client_seconds'):.3f}s x {cfg['clients-per-round']} nodes), "
         f"server evaluation {med('eval_seconds'):.3f}s, aggregation {med('aggregate_seconds'):.3f}s"
     )
+    print(f"baseline round breakdown (medians): evaluation "
+          f"{statistics.median(base['eval'][args.warmup:]):.3f}s")  # fmt: skip
     print(f"RATIO steady_state={steady(flwr) / steady(base):.3f} (target <= 1.10)")
     print(f"RATIO whole_command={flwr['wall'] / base['wall']:.3f} (target <= 1.25)")
     print(f"FIXED flwr start+shutdown={fixed(flwr):.1f}s (target <= 10 s)")
