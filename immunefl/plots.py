@@ -43,8 +43,10 @@ def defense_label(config: dict[str, Any]) -> str:
              "cdp": "CDP"}.get(s, s)  # fmt: skip
     if param:
         label += f" {param[0]}={config[param[1]]}"
-    if s == "invariant" and float(config["invariant-alpha"]) != 0.25:
+    if s == "invariant":
         label += f" alpha={config['invariant-alpha']}"
+    elif s == "multikrum":
+        label += f" m={config['multikrum-m']}"
     if config["client-defense"] == "wbc":
         label = ("" if s == "fedavg" else label + " + ") + f"FL-WBC s={config['wbc-s']}"
     elif config["client-defense"] == "ldp":

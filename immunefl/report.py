@@ -15,11 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from immunefl.plots import defense_label
-
-GROUP_KEYS = (
-    "strategy", "client-defense", "wbc-s", "trim-beta", "partitioning", "attack", "poison-samples",
-)  # fmt: skip
+from immunefl.plots import defense_label, group_runs
 
 
 def load_runs(roots: Iterable[Path]) -> list[dict[str, Any]]:
@@ -69,13 +65,10 @@ def run_table(runs: list[dict[str, Any]]) -> str:
 
 
 def group_table(runs: list[dict[str, Any]]) -> str:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for run in runs:
-        key = tuple(run["config"].get(k) for k in GROUP_KEYS)
-        groups.setdefault(key, []).append(run)
+    groups = group_runs(runs)  # the same groups (and labels) as the figures
     lines = ["| defense | partitioning | seeds | final acc (mean +- sd) | metric | @adv+3 (mean) "
              "| @end (mean) | mitigation rounds per seed |", "|" + " --- |" * 8]  # fmt: skip
-    for members in groups.values():
+    for label, members in groups.items():
         c = members[0]["config"]
         accs = [m["summary"]["final_benign_acc"] for m in members]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -85,7 +78,7 @@ def group_table(runs: list[dict[str, Any]]) -> str:
         mits = [next(iter((m["summary"].get("mitigation_rounds") or {"-": "-"}).values()))
                 for m in sorted(members, key=lambda m: m["config"]["seed"])]  # fmt: skip
         lines.append(
-            f"| {defense_label(c)} | {c['partitioning']} | {len(members)} "
+            f"| {label} | {c['partitioning']} | {len(members)} "
             f"| {statistics.mean(accs):.3f} +- {sd:.3f} "
             f"| {metric or '-'} | {_fmt(statistics.mean(after)) if after else '-'} "
             f"| {_fmt(statistics.mean(end)) if end else '-'} "

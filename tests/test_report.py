@@ -83,3 +83,17 @@ def test_labels_show_the_context_that_varies(tmp_path: Path) -> None:
     _run(tmp_path, "s", 0, [0.1, 0.9, 0.1], partitioning="shard", strategy="trimmed-mean")
     groups = plots.group_runs(load_runs([tmp_path]))
     assert sorted(groups) == ["CTMA beta=0.1 [partitioning=shard]", "FedAvg [partitioning=iid]"]
+
+
+def test_defense_parameters_never_merge_groups(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import group_table, load_runs
+
+    _run(tmp_path, "ours", 0, [0.1, 0.9, 0.1], strategy="invariant", **{"invariant-alpha": 0.25})
+    _run(tmp_path, "mask", 0, [0.1, 0.9, 0.9], strategy="invariant", **{"invariant-alpha": 0.0})
+    runs = load_runs([tmp_path])
+    assert sorted(plots.group_runs(runs)) == ["invariant tau=0.2 alpha=0.0",
+                                              "invariant tau=0.2 alpha=0.25"]  # fmt: skip
+    table = group_table(runs)
+    assert "| invariant tau=0.2 alpha=0.0 | iid | 1 |" in table
+    assert "| invariant tau=0.2 alpha=0.25 | iid | 1 |" in table
