@@ -22,7 +22,6 @@ from immunefl.seeding import torch_generator
 from immunefl.training import evaluate as evaluate_model
 from immunefl.training import resolve_device, train_sgd
 
-configure_torch_threads()
 app = ClientApp()
 
 
@@ -37,6 +36,7 @@ def _model_from(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
+    configure_torch_threads()  # per call, not at import: the server process imports this too
     cfg = context.run_config
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
@@ -104,6 +104,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
+    configure_torch_threads()
     cfg = context.run_config
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -85,6 +87,10 @@ def main(grid: Grid, context: Context) -> None:
         adversarial_rounds=scheduled,
     )  # fmt: skip
     log(INFO, "[immunefl] results -> %s; adversarial rounds %s", run_dir, scheduled)
+    # Evaluation and aggregation run while the clients wait: give them every core. (In
+    # simulation this process also imports the ClientApp, whose actors use one thread each.)
+    torch.set_num_threads(int(os.environ.get("IMMUNEFL_SERVER_THREADS", os.cpu_count() or 1)))
+    log(INFO, "[immunefl] server: torch threads %d", torch.get_num_threads())
 
     def select_nodes(server_round: int) -> list[int]:
         return [roster.node_of[p] for p in scenario.plan(server_round).partitions]
