@@ -22,6 +22,12 @@ from typing import Any
 
 import torch
 
+# Row keys that are wall-clock measurements: they differ between two runs of the same config
+# (everything else in a row is determined by the config and its seed).
+TIMING_KEYS = frozenset(
+    {"round_seconds", "aggregate_seconds", "client_seconds", "train_phase_seconds", "eval_seconds"}
+)
+
 
 def default_run_name(config: Mapping[str, Any]) -> str:
     """``<strategy>-<dataset>-<partitioning>-s<seed>-<YYYYmmdd-HHMMSS>``."""

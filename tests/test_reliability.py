@@ -15,10 +15,11 @@ import torch
 
 from client_app.faults import random_failure
 from immunefl.config import PROJECT_ROOT
+from server_app.results import TIMING_KEYS
 from tests.test_e2e_flwr import _launch, _processes_with_env, _rows
 
 pytestmark = pytest.mark.slow
-TIMING = {"round_seconds", "aggregate_seconds"}
+TIMING = TIMING_KEYS
 SMALL = ["--set", "num-partitions=50", "--set", "clients-per-round=4"]
 
 
