@@ -19,10 +19,7 @@ federation.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -32,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immunefl.launcher import TAG_VAR, _bin, flwr_env, submit_run, tagged_pids, write_connection
+from immunefl.launcher import (
+    TAG_VAR,
+    _bin,
+    flwr_env,
+    stop_tagged,
+    submit_run,
+    write_connection,
+)
 
 CERTS_SCRIPT = Path(__file__).resolve().parents[1] / "docker" / "generate-certs.sh"
 
@@ -255,17 +259,3 @@ def stop_state(state_dir: Path, timeout: float = 20.0) -> list[str]:
         stop_tagged([r["tag"] for r in records if r["role"] == role], timeout)
     path.unlink()
     return [r["name"] for r in records]
-
-
-def stop_tagged(tags: list[str], timeout: float = 20.0) -> None:
-    """SIGTERM every live process carrying one of `tags`, then SIGKILL what remains."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        pids = [pid for tag in tags for pid in tagged_pids(tag)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(tagged_pids(t) for t in tags):
-            time.sleep(0.2)

@@ -218,16 +218,7 @@ class LocalSimulation:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            pids = tagged_pids(self.tag)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and tagged_pids(self.tag):
-                time.sleep(0.2)
+        stop_tagged([self.tag], timeout)
         self.process = None
 
     # ------------------------------------------------------------------ runs
@@ -270,6 +261,20 @@ def tagged_pids(tag: str) -> list[int]:
         if state != "Z":
             found.append(int(pid_dir.name))
     return found
+
+
+def stop_tagged(tags: list[str], timeout: float = 20.0) -> None:
+    """SIGTERM every live process carrying one of `tags`, then SIGKILL what remains."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        pids = [pid for tag in tags for pid in tagged_pids(tag)]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(tagged_pids(t) for t in tags):
+            time.sleep(0.2)
 
 
 def write_run_config(config: dict[str, Any], path: Path) -> Path:
