@@ -8,7 +8,10 @@ server must reject or count each of them and go on; tests and operators use this
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the launcher validates `inject-faults` with parse_faults, without torch
+    import torch
 
 FAULT_KINDS = ("nan", "shape", "huge", "crash")
 
@@ -42,6 +45,8 @@ def parse_faults(spec: str) -> dict[int, str]:
 
 def apply_fault(kind: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The corrupted state a faulty node sends (or raise for ``crash``)."""
+    import torch
+
     if kind == "crash":
         raise InjectedCrash("injected fault: crash")
     key = next(k for k, v in state.items() if v.is_floating_point())

@@ -35,7 +35,7 @@ from immunefl.config import (
     parse_overrides,
     resolve_config,
 )
-from immunefl.data import DataNotFoundError, locate_dataset
+from immunefl.datafiles import DataNotFoundError, locate_dataset
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.launcher import LocalSimulation, RunFailed, exit_on_signal, write_run_config

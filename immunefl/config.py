@@ -22,9 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from immunefl.data import DATASETS
-from immunefl.models import MODEL_DATASETS, MODELS
-from immunefl.partition import PARTITIONINGS
+from immunefl.catalog import DATASETS, MODEL_DATASETS, MODELS, PARTITIONINGS
 
 Scalar = bool | int | float | str
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -269,9 +267,11 @@ def parse_rounds(spec: str) -> list[int]:
 
 
 def _threat_problems(c: Mapping[str, Any]) -> list[str]:
-    from attacks import attack_problems
+    problems: list[str] = []
+    if c["attack"] != "none":  # the attack modules import torch: only when there is an attack
+        from attacks import attack_problems
 
-    problems = attack_problems(c)
+        problems = attack_problems(c)
     m, n = int(c["num-malicious"]), int(c["num-partitions"])
     if not 0 <= m <= n:
         problems.append(f"'num-malicious' must be in [0, num-partitions={n}], got {m}")

@@ -1,11 +1,6 @@
 """Datasets: Fashion-MNIST (IDX files) and CIFAR-10 (python-pickle batches, torchvision format).
 
-Search order for the files, first hit wins:
-
-1. the run config's `data-dir` (when not empty),
-2. the environment variable ``$IMMUNEFL_DATA``,
-3. ``/usr/share/datasets/<name>`` (Debian: ``apt-get install dataset-fashion-mnist``),
-4. a torchvision download into ``$IMMUNEFL_DATA`` or ``~/.cache/immunefl`` (needs internet).
+Where the files are looked for: `immunefl.datafiles`.
 
 Images are kept as ``uint8`` tensors ``(N, C, H, W)``; `Dataset.normalize` turns a batch into
 normalised floats, so a process holds one compact copy of the data.
@@ -15,37 +10,31 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
+import hashlib
 import pickle
-from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS = ("fmnist", "cifar10")
-SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
-_FMNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
+from immunefl.cache import cache_dir, write_npz
+from immunefl.datafiles import (  # noqa: F401 - DataNotFoundError, locate_dataset re-exported
+    CIFAR_TEST,
+    CIFAR_TRAIN,
+    FMNIST_FILES,
+    DataFormatError,
+    DataNotFoundError,
+    dataset_files,
+    find_idx,
+    locate_dataset,
+)
+
 _STATS = {  # per-channel mean/std of the training split
     "fmnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
-
-
-class DataNotFoundError(FileNotFoundError):
-    """No usable copy of a dataset was found (the message says how to get one)."""
-
-
-class DataFormatError(ValueError):
-    """A dataset file exists but is not in the expected format."""
 
 
 @dataclass(frozen=True)
@@ -99,22 +88,8 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find_idx(directory: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem):
-        if (directory / name).is_file():
-            return directory / name
-    return None
-
-
-def _fmnist_dir(root: Path) -> Path | None:
-    for d in (root, root / "fashion-mnist", root / "FashionMNIST" / "raw", root / "fmnist"):
-        if all(_find_idx(d, stem) for stem in _FMNIST_FILES.values()):
-            return d
-    return None
-
-
 def _load_fmnist(directory: Path) -> tuple[ImageSplit, ImageSplit]:
-    arrays = {key: read_idx(_find_idx(directory, stem)) for key, stem in _FMNIST_FILES.items()}
+    arrays = {key: read_idx(find_idx(directory, stem)) for key, stem in FMNIST_FILES.items()}
     splits = []
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -132,13 +107,6 @@ def _load_fmnist(directory: Path) -> tuple[ImageSplit, ImageSplit]:
 
 
 # --------------------------------------------------------------------- CIFAR-10 (pickle batches)
-def _cifar_dir(root: Path) -> Path | None:
-    for d in (root, root / "cifar-10-batches-py", root / "cifar10"):
-        if all((d / name).is_file() for name in (*_CIFAR_TRAIN, _CIFAR_TEST)):
-            return d
-    return None
-
-
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 python batch: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
     with open(path, "rb") as fh:
@@ -156,87 +124,62 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_cifar10(directory: Path) -> tuple[ImageSplit, ImageSplit]:
-    parts = [read_cifar_batch(directory / name) for name in _CIFAR_TRAIN]
+    parts = [read_cifar_batch(directory / name) for name in CIFAR_TRAIN]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
-    test_x, test_y = read_cifar_batch(directory / _CIFAR_TEST)
+    test_x, test_y = read_cifar_batch(directory / CIFAR_TEST)
     return (
         ImageSplit(torch.from_numpy(train_x), torch.from_numpy(train_y)),
         ImageSplit(torch.from_numpy(test_x), torch.from_numpy(test_y)),
     )
 
 
-# ----------------------------------------------------------------------------------- discovery
-_FINDERS = {"fmnist": _fmnist_dir, "cifar10": _cifar_dir}
 _LOADERS = {"fmnist": _load_fmnist, "cifar10": _load_cifar10}
-_SYSTEM_NAMES = {"fmnist": "fashion-mnist", "cifar10": "cifar-10"}
+DECODED_FORMAT = 1  # bump when a loader changes what it returns
+_SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def candidate_roots(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
-    """The directories searched for `name`, in order (see module docstring)."""
-    roots: list[Path] = []
-    if data_dir:
-        roots.append(Path(data_dir).expanduser())
-    if os.environ.get("IMMUNEFL_DATA"):
-        roots.append(Path(os.environ["IMMUNEFL_DATA"]).expanduser())
-    roots.append(SYSTEM_DATA_ROOT / _SYSTEM_NAMES[name])
-    roots.append(SYSTEM_DATA_ROOT)
-    roots.append(_download_root())
-    return roots
+def decoded_cache_path(name: str, directory: Path) -> Path:
+    """Where the decoded arrays of `name` read from `directory` are cached: keyed by the source
+    files' paths, sizes and modification times, so a changed file is decoded again."""
+    stamp = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+             for p in dataset_files(name, directory)]  # fmt: skip
+    digest = hashlib.sha256(repr((DECODED_FORMAT, name, stamp)).encode()).hexdigest()[:24]
+    return cache_dir() / "datasets" / f"{name}-{digest}.npz"
 
 
-def _download_root() -> Path:
-    env = os.environ.get("IMMUNEFL_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "immunefl"
+def _read_decoded(path: Path) -> tuple[ImageSplit, ImageSplit] | None:
+    try:
+        with np.load(path) as z:
+            a = {k: z[k] for k in _SPLIT_KEYS}
+    except (OSError, ValueError, KeyError):
+        return None
+    splits = []
+    for split in ("train", "test"):
+        x, y = a[f"{split}_images"], a[f"{split}_labels"]
+        if x.dtype != np.uint8 or x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            return None
+        splits.append(ImageSplit(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))))
+    return splits[0], splits[1]
 
 
-def _download(name: str, root: Path) -> None:
-    """Fetch `name` with torchvision into `root` (its usual layout). Needs internet."""
-    import torchvision  # local import: only this rarely used path needs it
+def read_splits(name: str, directory: Path) -> tuple[ImageSplit, ImageSplit]:
+    """The decoded train/test splits of `name` from `directory`.
 
-    root.mkdir(parents=True, exist_ok=True)
-    if name == "fmnist":
-        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
-        torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
-    else:
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
-
-
-def _how_to_get(name: str, roots: Sequence[Path]) -> str:
-    searched = "\n".join(f"  - {r}" for r in roots)
-    hint = {
-        "fmnist": "On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` (installs the "
-        "IDX "
-        "files in /usr/share/datasets/fashion-mnist). Or put train-images-idx3-ubyte.gz, "
-        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in a "
-        "directory and pass `data-dir=<dir>` or set IMMUNEFL_DATA=<dir>.",
-        "cifar10": "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpack it "
-        "(it creates cifar-10-batches-py/ with data_batch_1..5 and test_batch) and pass "
-        "`data-dir=<dir>` or set IMMUNEFL_DATA=<dir>.",
-    }[name]
-    return f"dataset '{name}' not found. Searched:\n{searched}\n{hint}"
-
-
-def locate_dataset(name: str, data_dir: str = "", allow_download: bool = True) -> Path:
-    """The directory holding `name`'s files (downloading as a last resort); no loading."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; valid: {', '.join(DATASETS)}")
-    roots = candidate_roots(name, data_dir or None)
-    for root in roots:
-        found = _FINDERS[name](root)
-        if found is not None:
-            return found
-    download_error = "downloads disabled"
-    if allow_download:
-        try:
-            _download(name, _download_root())
-            found = _FINDERS[name](_download_root())
-            if found is not None:
-                return found
-            download_error = "download finished but the files were not where expected"
-        except Exception as exc:  # noqa: BLE001 - report why the last resort failed
-            download_error = f"download failed: {type(exc).__name__}: {exc}"
-    raise DataNotFoundError(f"{_how_to_get(name, roots)}\n(torchvision {download_error})")
+    Decoding (gunzip of the IDX files, unpickling CIFAR batches) costs ~0.5 s per process and
+    every process of a federation (the ServerApp, each Ray actor) needs the data, so the
+    decoded arrays are cached on disk (`immunefl.cache`); a damaged entry is decoded again.
+    """
+    path = decoded_cache_path(name, directory)
+    if path.exists():
+        cached = _read_decoded(path)
+        if cached is not None:
+            return cached
+        warnings.warn(f"decoded dataset cache {path} is damaged; decoding again", stacklevel=2)
+    train, test = _LOADERS[name](directory)
+    write_npz(path, train_images=train.images.numpy(), train_labels=train.labels.numpy(),
+              test_images=test.images.numpy(), test_labels=test.labels.numpy())  # fmt: skip
+    return train, test
 
 
 @functools.lru_cache(maxsize=4)
@@ -247,5 +190,5 @@ def load_dataset(name: str, data_dir: str = "", allow_download: bool = True) -> 
     Raises `DataNotFoundError` naming every place searched and how to get the data.
     """
     found = locate_dataset(name, data_dir, allow_download)
-    train, test = _LOADERS[name](found)
+    train, test = read_splits(name, found)
     return Dataset(name, train, test, found)

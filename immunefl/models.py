@@ -13,14 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODELS = ("cnn-fmnist", "cnn-cifar", "resnet18")
+from immunefl.catalog import MODEL_DATASETS, MODELS
+
 INPUT_SHAPES = {"fmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-#: which dataset each model accepts (resnet18 accepts both)
-MODEL_DATASETS = {
-    "cnn-fmnist": ("fmnist",),
-    "cnn-cifar": ("cifar10",),
-    "resnet18": ("fmnist", "cifar10"),
-}
 
 
 class CNNFmnist(nn.Module):

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from immunefl.cache import cache_dir, write_npz
+from immunefl.catalog import PARTITIONINGS
 from immunefl.seeding import derive_seed
 
-PARTITIONINGS = ("iid", "shard", "dirichlet")
 SHARDS_PER_CLIENT = 2
 
 
@@ -89,12 +88,6 @@ def partition_indices(
 CACHE_FORMAT = 1  # bump when partition_indices changes what it returns
 
 
-def cache_dir() -> Path:
-    """``$IMMUNEFL_CACHE`` or ``~/.cache/immunefl``."""
-    env = os.environ.get("IMMUNEFL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "immunefl"
-
-
 def partition_cache_key(
     labels: np.ndarray, scheme: str, num_partitions: int, seed: int, alpha: float
 ) -> str:
@@ -131,14 +124,7 @@ def load_or_partition(
         warnings.warn(f"partition cache {path} is damaged; recomputing it", stacklevel=2)
     parts = partition_indices(labels, scheme, num_partitions, seed, alpha)
     offsets = np.cumsum([0, *(len(x) for x in parts)]).astype(np.int64)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, indices=np.concatenate(parts), offsets=offsets)
-        os.replace(tmp, path)  # atomic: concurrent writers race harmlessly
-    except OSError as exc:  # a read-only home is not an error, only slower
-        warnings.warn(f"cannot write partition cache {path}: {exc}", stacklevel=2)
+    write_npz(path, indices=np.concatenate(parts), offsets=offsets)
     return parts
 
 

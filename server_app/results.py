@@ -18,9 +18,10 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Row keys that are wall-clock measurements: they differ between two runs of the same config
 # (everything else in a row is determined by the config and its seed).
@@ -104,6 +105,8 @@ class RunRecorder:
         atomic_write_json(self.run_dir / "summary.json", summary)
 
     def save_model(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        import torch  # here, not at the top: the launcher imports this module and not torch
+
         path = self.run_dir / "model.pt"
         tmp = path.with_name(".model.pt.tmp")
         torch.save(dict(state_dict), tmp)

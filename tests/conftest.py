@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from immunefl.data import DataNotFoundError, locate_dataset
+from immunefl.datafiles import DataNotFoundError, locate_dataset
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

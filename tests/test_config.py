@@ -189,6 +189,18 @@ def test_cli_rejects_bad_config_before_starting(args: list[str], needle: str) ->
     assert "Starting" not in out.stdout  # nothing was launched
 
 
+def test_launcher_imports_neither_torch_nor_numpy() -> None:
+    """`immunefl --help`, `deploy`, `report` and the data check start without torch (~2 s)."""
+    code = (
+        "import sys; import immunefl.cli; from immunefl.datafiles import locate_dataset; "
+        "from immunefl.config import read_yaml_config; "
+        "print('torch' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=PROJECT_ROOT, check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_sweep_expands_cartesian_product_in_file_order(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
     f.write_text("client-defense: wbc\nwbc-s: [0.1, 0.4]\nseed: [0, 1, 2]\n")

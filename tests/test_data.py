@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from immunefl import data
 from immunefl.data import (
     DataFormatError,
     DataNotFoundError,
+    decoded_cache_path,
     load_dataset,
     locate_dataset,
     read_cifar_batch,
     read_idx,
+    read_splits,
 )
 from tests.conftest import make_fake_cifar10, make_fake_fmnist, write_idx
 
@@ -91,7 +94,7 @@ def test_cifar_batch_format_errors(tmp_path: Path) -> None:
 def test_missing_dataset_message_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("immunefl.data.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr("immunefl.datafiles.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
     monkeypatch.setenv("IMMUNEFL_DATA", str(tmp_path / "empty"))
     with pytest.raises(DataNotFoundError) as info:
         locate_dataset("cifar10", str(tmp_path / "also-empty"), allow_download=False)
@@ -99,3 +102,47 @@ def test_missing_dataset_message_says_how_to_get_it(
     assert "also-empty" in msg and "cifar-10-python.tar.gz" in msg and "data-dir" in msg
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
         locate_dataset("fmnist", "", allow_download=False)
+
+
+def test_decoded_arrays_are_cached_and_follow_the_source_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMMUNEFL_CACHE", str(tmp_path / "cache"))
+    d = make_fake_cifar10(tmp_path / "c", per_batch=12)
+    decoded: list[Path] = []
+    real = data._LOADERS["cifar10"]
+    monkeypatch.setitem(data._LOADERS, "cifar10", lambda x: decoded.append(x) or real(x))
+
+    train, test = read_splits("cifar10", d)
+    assert len(decoded) == 1 and decoded_cache_path("cifar10", d).exists()
+    train2, test2 = read_splits("cifar10", d)
+    assert len(decoded) == 1  # served from the cache, identical
+    assert torch.equal(train.images, train2.images) and torch.equal(test.labels, test2.labels)
+    assert train2.labels.dtype == torch.int64 and train2.images.dtype == torch.uint8
+
+    # a changed source file is a different cache entry: decoded again, new content
+    old_path = decoded_cache_path("cifar10", d)
+    make_fake_cifar10(tmp_path / "c", per_batch=12, seed=1)
+    assert decoded_cache_path("cifar10", d) != old_path
+    train3, _ = read_splits("cifar10", d)
+    assert len(decoded) == 2 and not torch.equal(train3.images, train.images)
+
+    # a damaged entry is reported and replaced
+    decoded_cache_path("cifar10", d).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="damaged"):
+        train4, _ = read_splits("cifar10", d)
+    assert len(decoded) == 3 and torch.equal(train4.images, train3.images)
+    read_splits("cifar10", d)
+    assert len(decoded) == 3
+
+
+def test_fmnist_from_the_decoded_cache_equals_the_idx_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMMUNEFL_CACHE", str(tmp_path / "cache"))
+    d = make_fake_fmnist(tmp_path / "fm", n_train=30, n_test=10)
+    direct = data._load_fmnist(d)
+    read_splits("fmnist", d)  # decodes and stores
+    cached = read_splits("fmnist", d)
+    for a, b in zip(direct, cached, strict=True):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
