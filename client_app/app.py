@@ -13,9 +13,9 @@ from client_app.faults import InjectedCrash, apply_fault, parse_faults, random_f
 from client_app.node import (
     NodeIdentity,
     all_partitions,
-    configure_torch_threads,
     malicious_partitions,
     node_data,
+    prepare_process,
 )
 from immunefl.models import build_model
 from immunefl.seeding import torch_generator
@@ -36,7 +36,7 @@ def _model_from(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
-    configure_torch_threads()  # per call, not at import: the server process imports this too
+    prepare_process()
     cfg = context.run_config
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
@@ -104,7 +104,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
-    configure_torch_threads()
+    prepare_process()
     cfg = context.run_config
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)

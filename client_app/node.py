@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from attacks import ROLES
+from immunefl.allocator import configure_allocator
 from immunefl.data import Dataset, load_dataset
 from immunefl.partition import cached_partitions
 
@@ -81,9 +82,11 @@ def node_data(
     return dataset, all_partitions(run_config, identity.num_partitions)[identity.partition_id]
 
 
-def configure_torch_threads() -> None:
-    """One intra-op thread per actor by default (many actors share a machine's cores).
-
-    ``IMMUNEFL_TORCH_THREADS`` overrides (e.g. when each client is given several CPUs).
+def prepare_process() -> None:
+    """Per call, not at import (the ServerApp's process imports this module too): one intra-op
+    thread per actor by default, as many actors share a machine's cores
+    (``IMMUNEFL_TORCH_THREADS`` overrides, e.g. when each client is given several CPUs); and
+    glibc's allocator keeps large buffers (`immunefl.allocator`).
     """
+    configure_allocator()
     torch.set_num_threads(max(1, int(os.environ.get("IMMUNEFL_TORCH_THREADS", "1"))))

@@ -17,6 +17,12 @@ from torch.nn import functional as F
 
 from immunefl.data import Dataset, ImageSplit
 
+#: Evaluation batch size. Not larger: glibc serves allocations above its mmap threshold (at most
+#: 32 MiB) with fresh pages from the kernel and returns them on free, so with 1000 FMNIST images
+#: per batch (a 50 MB first activation) every batch page-faulted ~50k times and evaluating the
+#: 10k test images took 1.5 s instead of 0.8 s on 2 cores (`docs/performance.md`).
+EVAL_BATCH_SIZE = 256
+
 
 def resolve_device(requested: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
@@ -109,7 +115,7 @@ def evaluate(
     split: ImageSplit,
     device: torch.device,
     indices: torch.Tensor | None = None,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of `model` on ``split`` (or ``split[indices]``)."""
     model.to(device).eval()

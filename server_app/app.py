@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from immunefl.allocator import configure_allocator
 from immunefl.config import validate_config
 from immunefl.models import init_model
 from server_app.checkpoint import load_checkpoint, restore_numpy_rng
@@ -90,6 +91,7 @@ def main(grid: Grid, context: Context) -> None:
     # Evaluation and aggregation run while the clients wait: give them every core. (In
     # simulation this process also imports the ClientApp, whose actors use one thread each.)
     torch.set_num_threads(int(os.environ.get("IMMUNEFL_SERVER_THREADS", os.cpu_count() or 1)))
+    configure_allocator()
     log(INFO, "[immunefl] server: torch threads %d", torch.get_num_threads())
 
     def select_nodes(server_round: int) -> list[int]:

@@ -22,7 +22,7 @@ from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import apply_trigger, trigger_mask
 from immunefl.data import Dataset, load_dataset
 from immunefl.models import build_model
-from immunefl.training import evaluate, resolve_device
+from immunefl.training import EVAL_BATCH_SIZE, evaluate, resolve_device
 
 
 @torch.no_grad()
@@ -46,8 +46,8 @@ def attack_success_rate(
     """Share of `images` (uint8, already poisoned) classified as `target`."""
     model.to(device).eval()
     hits = 0
-    for start in range(0, len(images), 1000):
-        x = dataset.normalize(images[start : start + 1000]).to(device)
+    for start in range(0, len(images), EVAL_BATCH_SIZE):
+        x = dataset.normalize(images[start : start + EVAL_BATCH_SIZE]).to(device)
         hits += int((model(x).argmax(1) == target).sum())
     return hits / max(len(images), 1)
 
