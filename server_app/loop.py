@@ -25,7 +25,7 @@ from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
 from server_app.results import RunRecorder
 from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
-from server_app.transport import exchange
+from server_app.transport import MAX_INTERVAL, exchange
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 
@@ -78,7 +78,7 @@ def run_rounds(
     start_round: int = 1,
     checkpoint_every: int = 0,
     on_round: Callable[[dict[str, Any]], None] | None = None,
-    poll_interval: float = 0.1,
+    poll_interval: float = MAX_INTERVAL,
 ) -> ArrayRecord:
     """Run rounds `start_round`..`num_rounds` from `arrays`; return the final global arrays.
 

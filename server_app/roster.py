@@ -10,7 +10,7 @@ from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from server_app.transport import exchange
+from server_app.transport import MAX_INTERVAL, exchange
 
 WHOAMI = "query.whoami"
 
@@ -47,7 +47,7 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
 
 
 def discover(
-    grid: Grid, num_partitions: int, timeout: float = 120.0, poll_interval: float = 0.1
+    grid: Grid, num_partitions: int, timeout: float = 120.0, poll_interval: float = MAX_INTERVAL
 ) -> Roster:
     """Ask every node `whoami`; check that partition ids 0..num_partitions-1 appear once each."""
     nodes = wait_for_nodes(grid, num_partitions, timeout)

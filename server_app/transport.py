@@ -4,8 +4,10 @@ Flower's `Grid.send_and_receive` (flwr 1.41's HTTP grid, used by the ServerApp p
 the simulation and the deployment engine) sleeps 3 s between two pulls, so every exchange takes
 a multiple of 3 s: a round whose clients need 2.3 s ends after 3 s. `exchange` does the same
 push/pull through the Grid's public `push_messages`/`pull_messages`, polling after 5 ms, then
-at doubling intervals up to `max_interval` (run config ``poll-interval``), so a round ends
-at most `max_interval` after its last reply while an idle wait costs a few requests per second.
+at doubling intervals up to `max_interval` (run config ``poll-interval``, 20 ms by default), so
+a round ends at most `max_interval` after its last reply. A pull is a cheap call (in-process in
+simulation, one small request to the SuperLink in a deployment); raise ``poll-interval`` for a
+SuperLink far away.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 FIRST_INTERVAL = 0.005
+MAX_INTERVAL = 0.02  # the run config's default `poll-interval`
 
 
 def exchange(
-    grid: Grid, messages: Iterable[Message], timeout: float, max_interval: float = 0.1
+    grid: Grid, messages: Iterable[Message], timeout: float, max_interval: float = MAX_INTERVAL
 ) -> list[Message]:
     """Push `messages`; pull their replies until all arrived or `timeout` seconds passed."""
     pending = set(grid.push_messages(messages))
