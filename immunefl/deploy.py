@@ -33,6 +33,7 @@ from immunefl.launcher import (
     TAG_VAR,
     _bin,
     flwr_env,
+    spawn_logged,
     stop_tagged,
     submit_run,
     write_connection,
@@ -173,11 +174,7 @@ class Deployment:
         tag = uuid.uuid4().hex
         env = dict(self.env, **{TAG_VAR: tag})
         log_path = self.state_dir / f"{name}.log"
-        with open(log_path, "wb") as log_fh:
-            proc = subprocess.Popen(  # noqa: S603 - Flower's binaries, our arguments
-                command, env=env, stdout=log_fh, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir,
-            )  # fmt: skip
+        proc = spawn_logged(command, env, log_path, cwd=self.state_dir)
         self._record(role, name, proc.pid, tag, log_path)
         return proc
 

@@ -7,11 +7,16 @@ outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulat
    group, with a private ``FLWR_HOME`` and runtime dependency installation disabled;
 2. submits runs with ``flwr run APP <connection> --stream`` (several runs may reuse one
    SuperLink, e.g. the points of a sweep) and reads each run's final status from ``flwr ls``;
-3. stops everything it started when leaving the context. The SuperLink detaches its SuperExec
-   (new session), which starts the simulation and Ray, so process groups do not cover them:
+3. starts the Ray cluster the simulation engine runs its actors on (`RayHead`) at the same
+   time as the SuperLink, instead of letting every run's simulation process start its own:
+   Ray's start-up (~6 s here) then overlaps the SuperLink's, the CLI's and the simulation
+   process's own start, and the points of a sweep share one cluster. The runs find it through
+   ``RAY_ADDRESS`` (a ``RAY_ADDRESS`` you set yourself is used instead, and nothing is started);
+4. stops everything it started when leaving the context. The SuperLink detaches its SuperExec
+   (new session), which starts the simulation, so process groups do not cover them:
    every process we start carries a unique ``IMMUNEFL_SIM_TAG`` in its environment, inherited
-   by all descendants, and `stop` ends the SuperLink, then any process still carrying the tag
-   (SIGTERM, then SIGKILL).
+   by all descendants, and `stop` ends the SuperLink and Ray, then any process still carrying
+   the tag (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -82,6 +88,28 @@ def _bin(name: str) -> str:
     return found
 
 
+def spawn_logged(
+    command: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` detached (own session, no stdin), stdout and stderr into `log_path`."""
+    with open(log_path, "wb") as log_fh:
+        return subprocess.Popen(  # noqa: S603 - our own or Flower's binaries, our arguments
+            command, env=env, stdout=log_fh, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+        )  # fmt: skip
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, wait up to `timeout` seconds, then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -116,10 +144,77 @@ def write_connection(flwr_home: Path, name: str, entry: dict[str, Any]) -> None:
     path.write_text(tomli_w.dumps(config))
 
 
-class LocalSimulation:
-    """A private local simulation SuperLink (use as a context manager)."""
+#: Ray prestarts idle Python workers (one per CPU) when a driver connects. Flower's actors carry
+#: their own runtime_env and never use them, so on a small machine they only compete with the
+#: actors' start-up for the CPUs.
+RAY_HEAD_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0"}
 
-    def __init__(self, app_dir: Path, flwr_home: Path, startup_timeout: float = 60.0) -> None:
+
+class RayHead:
+    """A local Ray cluster (``ray start --head --block``) for the simulation runs of a launcher.
+
+    It keeps its session files in a private temporary directory, removed on `stop`: `ray start`
+    records its address in ``<temp-dir>/ray_current_cluster``, and a plain ``ray.init()`` (what
+    Flower's simulation does without ``RAY_ADDRESS``) connects to the address in
+    ``/tmp/ray/ray_current_cluster``, so with the default directory a stopped head would leave
+    every later simulation on this machine waiting for a cluster that is gone.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**env, **RAY_HEAD_ENV}
+        self.log_path = log_path
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        # short: Ray's unix sockets live below it and socket paths are limited to ~107 bytes
+        self.temp_dir = Path(tempfile.gettempdir()) / f"immunefl-ray-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the head and return at once: drivers connecting early wait for it."""
+        self.port = free_port()
+        command = [_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
+                   "--ray-client-server-port", str(free_port()), "--include-dashboard=false",
+                   "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]  # fmt: skip
+        self.process = spawn_logged(command, self.env, self.log_path)
+
+    def check(self) -> None:
+        """Raise if the head has exited (its log says why)."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(
+                f"the local Ray head exited with code {self.process.returncode}; "
+                f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}"
+            )
+
+    def wait_until_listening(self, timeout: float) -> None:
+        """Until the head's GCS accepts connections (normally ~1 s after `start`)."""
+        deadline = time.monotonic() + timeout
+        while not _port_in_use(self.port):
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray head not listening after {timeout:.0f}s: {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM `ray start --block`, which stops the processes it started."""
+        if self.process is not None:
+            terminate(self.process, timeout)
+        self.process = None
+
+    def remove_files(self) -> None:
+        """Delete the session directory (once no Ray process of ours is left)."""
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class LocalSimulation:
+    """A private local simulation SuperLink and Ray cluster (use as a context manager)."""
+
+    def __init__(
+        self, app_dir: Path, flwr_home: Path, startup_timeout: float = 60.0,
+        own_ray: bool | None = None,
+    ) -> None:  # fmt: skip
         self.app_dir = Path(app_dir).resolve()
         self.flwr_home = Path(flwr_home).resolve()
         self.startup_timeout = startup_timeout
@@ -128,6 +223,8 @@ class LocalSimulation:
         self.env[TAG_VAR] = self.tag
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.own_ray = "RAY_ADDRESS" not in os.environ if own_ray is None else own_ray
+        self.ray: RayHead | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalSimulation:
@@ -142,12 +239,24 @@ class LocalSimulation:
         self.stop()
 
     def start(self) -> None:
+        """Start Ray (unless told not to) and the SuperLink; return once the SuperLink answers."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # nothing half-started outlives a failed start
+            raise
+
+    def _start(self) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         state_dir = self.flwr_home / "superlink"
         state_dir.mkdir(exist_ok=True)
         self.port = free_port()
         # one connection name per SuperLink: launchers sharing a FLWR_HOME never cross wires
         self.connection = f"{CONNECTION_PREFIX}-{self.port}"
+        if self.own_ray:
+            self.ray = RayHead(self.env, state_dir / f"ray-{self.port}.log")
+            self.ray.start()
+            self.env["RAY_ADDRESS"] = self.ray.address  # inherited by the simulation process
         command = [
             _bin("flower-superlink"),
             "--insecure",
@@ -167,16 +276,7 @@ class LocalSimulation:
             str(state_dir / f"state-{self.port}.db"),
         ]
         self.log_path = state_dir / f"superlink-{self.port}.log"
-        with open(self.log_path, "wb") as log_fh:
-            self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed args
-                command,
-                env=self.env,
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.flwr_home,
-            )
+        self.process = spawn_logged(command, self.env, self.log_path, cwd=self.flwr_home)
         self._write_connection()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -188,7 +288,6 @@ class LocalSimulation:
             if self._healthy():
                 return
             time.sleep(0.2)
-        self.stop()
         raise TimeoutError(f"flower-superlink not ready after {self.startup_timeout:.0f}s")
 
     def _healthy(self) -> bool:
@@ -208,18 +307,20 @@ class LocalSimulation:
         return self.process.pid if self.process else None
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the SuperLink, then every process still carrying this instance's tag."""
-        if self.process is None:
+        """Stop the SuperLink and Ray, then every process still carrying this instance's tag."""
+        if self.process is None and self.ray is None:
             return
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.ray is not None:
+            self.ray.stop(timeout)
+        if self.process is not None:
+            terminate(self.process, timeout)
         stop_tagged([self.tag], timeout)
+        if self.ray is not None:
+            self.ray.remove_files()
         self.process = None
+        self.ray = None
 
     # ------------------------------------------------------------------ runs
     def run(
@@ -234,11 +335,16 @@ class LocalSimulation:
         """Submit one simulation run with `num_supernodes` virtual nodes; wait for its status."""
         if self.process is None:
             raise RuntimeError("SuperLink not started")
+        if self.ray is not None:
+            self.ray.wait_until_listening(self.startup_timeout)
         federation = (
             f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client} "
             f"client-resources-num-gpus={gpus_per_client}"
         )
-        return submit_run(self, run_config_file, federation, stream=stream, echo=echo)
+        outcome = submit_run(self, run_config_file, federation, stream=stream, echo=echo)
+        if self.ray is not None and outcome.status != "finished:completed":
+            self.ray.check()  # a dead Ray head explains a failed run better than its log
+        return outcome
 
 
 def exit_on_signal(signum: int, frame: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,19 @@ def _processes_with_env(entry: str) -> list[str]:
     return found
 
 
+RAY_POINTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
+def _ray_traces() -> tuple[str | None, set[Path]]:
+    """What a local Ray head could leave behind: the address a plain `ray.init()` connects to,
+    and our heads' private session directories."""
+    pointer = RAY_POINTER.read_text() if RAY_POINTER.exists() else None
+    return pointer, set(Path(tempfile.gettempdir()).glob("immunefl-ray-*"))
+
+
 def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     flwr_home = tmp_path / "flwr-home"
+    before = _ray_traces()
     out = subprocess.run(
         [sys.executable, "-m", "immunefl.cli", "run", *args, "--flwr-home", str(flwr_home)],
         capture_output=True,
@@ -40,6 +52,10 @@ def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
     leftovers = _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
     assert not leftovers, f"processes left running after the launcher exited: {leftovers}"
+    # each launcher ran one Ray head beside its SuperLink and left nothing that redirects Ray
+    logs = flwr_home / "superlink"
+    assert len(list(logs.glob("ray-*.log"))) == len(list(logs.glob("superlink-*.log"))) >= 1
+    assert _ray_traces() == before
     return out
 
 
@@ -157,6 +173,7 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
     assert out.stdout.count("Using SuperLink") == 2  # two runs ...
     assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 1  # ... one SuperLink
+    assert len(list((flwr_home / "superlink").glob("ray-*.log"))) == 1  # ... one Ray cluster
     result = json.loads((tmp_path / "res" / "sw" / "sweep.json").read_text())
     assert [p["point"] for p in result["points"]] == [{"wbc-s": 0.0}, {"wbc-s": 0.4}]
     assert all(p["ok"] and p["summary"]["rounds_completed"] == 1 for p in result["points"])
@@ -188,6 +205,7 @@ def test_parallel_sweep_runs_points_at_once_on_separate_superlinks(
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
     assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 2
+    assert len(list((flwr_home / "superlink").glob("ray-*.log"))) == 2  # a Ray cluster each
     assert "[1] " in out.stdout and "[2] " in out.stdout  # each run's lines are tagged
     result = json.loads((tmp_path / "res" / "par" / "sweep.json").read_text())
     assert [p["point"] for p in result["points"]] == [{"seed": 0}, {"seed": 1}]
