@@ -6,6 +6,8 @@ the same local training code and the same server-side evaluation on the full tes
 every round.
 
 - baseline: one Python process, clients trained one after another (torch's default threads);
+  half of its rounds run before the Flower run and half after it (same process, the model
+  carried over), so a change in background load during the benchmark hits both sides;
 - flwr: `immunefl run` (private local SuperLink, `flwr run`, Ray actors with 1 CPU each).
 
 Printed: steady-state seconds per round (median over rounds after `--warmup`), whole-command wall
@@ -81,58 +83,78 @@ def _rss_of(pid: int) -> int:
     return 0
 
 
-def run_baseline(rounds: int, cfg: dict) -> dict:
-    """Plain single-process FedAvg with the project's own data, sampling, training, eval."""
-    t_start = time.perf_counter()
-    import torch
+class Baseline:
+    """Plain single-process FedAvg with the project's own data, sampling, training, evaluation.
 
-    from immunefl.data import load_dataset
-    from immunefl.models import build_model, init_model
-    from immunefl.partition import cached_partitions
-    from immunefl.seeding import torch_generator
-    from immunefl.training import evaluate, train_sgd
-    from server_app.sampling import sample_partitions
+    `run(first, last)` runs rounds ``first..last`` and may be called again to continue: the
+    benchmark runs half of the rounds before the Flower run and half after it, so both sides
+    see the same machine (a background load that comes or goes during the measurement
+    shows on both sides instead of skewing the ratio).
+    """
 
-    ds = load_dataset("fmnist")
-    parts = cached_partitions("fmnist", "", "iid", cfg["num-partitions"], cfg["seed"], 0.5)
-    model = init_model("cnn-fmnist", "fmnist", cfg["seed"])
-    device = torch.device("cpu")
-    round_seconds, eval_seconds = [], []
-    for r in range(1, rounds + 1):
-        t0 = time.perf_counter()
-        states, weights = [], []
-        for pid in sample_partitions(
-            cfg["seed"], r, range(cfg["num-partitions"]), cfg["clients-per-round"]
-        ):
-            client = build_model("cnn-fmnist", "fmnist")
-            client.load_state_dict(model.state_dict())
-            res = train_sgd(
-                client,
-                ds,
-                ds.train,
-                parts[pid],
-                epochs=1,
-                batch_size=32,
-                lr=0.01,
-                momentum=0.0,
-                generator=torch_generator(cfg["seed"], "client-data", r, pid),
-                device=device,
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.model = None
+        self.round_seconds: list[float] = []
+        self.eval_seconds: list[float] = []
+        self.wall = 0.0
+        self.acc = float("nan")
+
+    def run(self, first: int, last: int) -> None:
+        t_start = time.perf_counter()
+        import torch
+
+        from immunefl.allocator import configure_allocator
+        from immunefl.data import load_dataset
+        from immunefl.models import build_model, init_model
+        from immunefl.partition import cached_partitions
+        from immunefl.seeding import torch_generator
+        from immunefl.training import evaluate, train_sgd
+        from server_app.sampling import sample_partitions
+
+        configure_allocator()  # the process set-up the ServerApp and ClientApp do
+        torch.set_num_threads(os.cpu_count() or 1)
+        cfg = self.cfg
+        ds = load_dataset("fmnist")
+        parts = cached_partitions("fmnist", "", "iid", cfg["num-partitions"], cfg["seed"], 0.5)
+        if self.model is None:
+            self.model = init_model("cnn-fmnist", "fmnist", cfg["seed"])
+        model = self.model
+        device = torch.device("cpu")
+        for r in range(first, last + 1):
+            t0 = time.perf_counter()
+            states, weights = [], []
+            for pid in sample_partitions(
+                cfg["seed"], r, range(cfg["num-partitions"]), cfg["clients-per-round"]
+            ):
+                client = build_model("cnn-fmnist", "fmnist")
+                client.load_state_dict(model.state_dict())
+                res = train_sgd(
+                    client,
+                    ds,
+                    ds.train,
+                    parts[pid],
+                    epochs=1,
+                    batch_size=32,
+                    lr=0.01,
+                    momentum=0.0,
+                    generator=torch_generator(cfg["seed"], "client-data", r, pid),
+                    device=device,
+                )
+                states.append(client.state_dict())
+                weights.append(res.num_examples)
+            total = sum(weights)
+            model.load_state_dict(
+                {
+                    k: sum(s[k] * (w / total) for s, w in zip(states, weights, strict=True))
+                    for k in states[0]
+                }
             )
-            states.append(client.state_dict())
-            weights.append(res.num_examples)
-        total = sum(weights)
-        model.load_state_dict(
-            {
-                k: sum(s[k] * (w / total) for s, w in zip(states, weights, strict=True))
-                for k in states[0]
-            }
-        )
-        t_eval = time.perf_counter()
-        _, acc = evaluate(model, ds, ds.test, device)
-        eval_seconds.append(time.perf_counter() - t_eval)
-        round_seconds.append(time.perf_counter() - t0)
-    return {"wall": time.perf_counter() - t_start, "rounds": round_seconds, "acc": acc,
-            "eval": eval_seconds}  # fmt: skip
+            t_eval = time.perf_counter()
+            _, self.acc = evaluate(model, ds, ds.test, device)
+            self.eval_seconds.append(time.perf_counter() - t_eval)
+            self.round_seconds.append(time.perf_counter() - t0)
+        self.wall += time.perf_counter() - t_start
 
 
 def run_flwr(rounds: int, cfg: dict, tag: str) -> dict:
@@ -182,13 +204,25 @@ def main() -> None:
     args = ap.parse_args()
     cfg = {"num-partitions": 100, "clients-per-round": 10, "seed": args.seed}
 
+    baseline = Baseline(cfg)
+    half = (args.rounds + 1) // 2
     with TreeMemory() as mem_base:
-        base = run_baseline(args.rounds, cfg)
+        baseline.run(1, half)
     tag = uuid.uuid4().hex
     with TreeMemory(tag) as mem_flwr:
         flwr = run_flwr(args.rounds, cfg, tag)
+    with TreeMemory() as mem_base_2:
+        baseline.run(half + 1, args.rounds)
+    mem_base.peak = max(mem_base.peak, mem_base_2.peak)
+    # the plain loop's whole command: its start-up once, then every round (both halves)
+    base = {"wall": baseline.wall, "rounds": baseline.round_seconds, "acc": baseline.acc,
+            "eval": baseline.eval_seconds}  # fmt: skip
 
     def steady(res: dict) -> float:
+        if res is base:  # each half of the plain loop has its warm-up rounds
+            return statistics.median(
+                res["rounds"][args.warmup : half] + res["rounds"][half + args.warmup :]
+            )
         return statistics.median(res["rounds"][args.warmup :])
 
     def fixed(res: dict) -> float:
@@ -215,6 +249,10 @@ def main() -> None:
         f"(a node's own work {med('client_seconds'):.3f}s x {cfg['clients-per-round']} nodes), "
         f"server evaluation {med('eval_seconds'):.3f}s, aggregation {med('aggregate_seconds'):.3f}s"
     )
+    before, after = base["rounds"][args.warmup : half], base["rounds"][half + args.warmup :]
+    if before and after:
+        print(f"baseline steady s/round before / after the flwr run: "
+              f"{statistics.median(before):.3f} / {statistics.median(after):.3f}")  # fmt: skip
     print(f"baseline round breakdown (medians): evaluation "
           f"{statistics.median(base['eval'][args.warmup:]):.3f}s")  # fmt: skip
     print(f"RATIO steady_state={steady(flwr) / steady(base):.3f} (target <= 1.10)")
