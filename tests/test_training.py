@@ -9,7 +9,7 @@ from torch import nn
 from immunefl.data import Dataset, ImageSplit, load_dataset
 from immunefl.models import init_model
 from immunefl.seeding import derive_seed, torch_generator
-from immunefl.training import evaluate, resolve_device, train_sgd
+from immunefl.training import SGD, evaluate, resolve_device, train_sgd
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,28 @@ def test_seed_streams_are_independent_and_stable() -> None:
     values = {derive_seed(0, s, k) for s in ("a", "b") for k in range(50)}
     assert len(values) == 100
     assert derive_seed(0, "a") != derive_seed(1, "a")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_matches_torch_optim_step_for_step(momentum: float) -> None:
+    ours, ref = init_model("cnn-fmnist", "fmnist", 0), init_model("cnn-fmnist", "fmnist", 0)
+    ref.fc.weight.requires_grad_(False)  # frozen parameters are left alone by both
+    ours.fc.weight.requires_grad_(False)
+    opt, ref_opt = (
+        SGD(ours.parameters(), 0.05, momentum),
+        torch.optim.SGD(
+            [p for p in ref.parameters() if p.requires_grad], lr=0.05, momentum=momentum
+        ),
+    )
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x, y = torch.randn(8, 1, 28, 28, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    start = init_model("cnn-fmnist", "fmnist", 0)
+    assert torch.equal(ours.fc.weight, start.fc.weight)  # frozen: untouched
+    assert not torch.equal(ours.fc.bias, start.fc.bias)  # trained
