@@ -150,6 +150,27 @@ def write_connection(flwr_home: Path, name: str, entry: dict[str, Any]) -> None:
 RAY_HEAD_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0"}
 
 
+RAY_DIR_PREFIX = "immunefl-ray-"
+
+
+def prune_ray_dirs(root: Path | None = None, min_age: float = 600.0) -> list[Path]:
+    """Remove the session directories of our Ray heads that are gone (a launcher killed with
+    SIGKILL cannot remove its own): older than `min_age` seconds (a head still starting has not
+    written its address yet) and whose recorded GCS port no longer answers."""
+    removed = []
+    for d in (root or Path(tempfile.gettempdir())).glob(RAY_DIR_PREFIX + "*"):
+        try:
+            if time.time() - d.stat().st_mtime < min_age:
+                continue
+            port = (d / "ray_current_cluster").read_text().strip().rpartition(":")[2]
+        except OSError:
+            port = ""
+        if not (port.isdigit() and _port_in_use(int(port))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 class RayHead:
     """A local Ray cluster (``ray start --head --block``) for the simulation runs of a launcher.
 
@@ -166,7 +187,7 @@ class RayHead:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         # short: Ray's unix sockets live below it and socket paths are limited to ~107 bytes
-        self.temp_dir = Path(tempfile.gettempdir()) / f"immunefl-ray-{uuid.uuid4().hex[:8]}"
+        self.temp_dir = Path(tempfile.gettempdir()) / f"{RAY_DIR_PREFIX}{uuid.uuid4().hex[:8]}"
 
     @property
     def address(self) -> str:
@@ -174,6 +195,7 @@ class RayHead:
 
     def start(self) -> None:
         """Start the head and return at once: drivers connecting early wait for it."""
+        prune_ray_dirs()
         self.port = free_port()
         command = [_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
                    "--ray-client-server-port", str(free_port()), "--include-dashboard=false",
