@@ -234,6 +234,7 @@ def main() -> None:
         ("steady s/round (median)", steady(base), steady(flwr)),
         ("whole command wall s", base["wall"], flwr["wall"]),
         ("fixed start+stop s", fixed(base), fixed(flwr)),
+        ("first round s", base["rounds"][0], flwr["rounds"][0]),
         ("peak tree RSS MiB", mem_base.peak / 2**20, mem_flwr.peak / 2**20),
         ("final benign acc", base["acc"], flwr["acc"]),
     ]
