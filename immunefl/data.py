@@ -159,7 +159,8 @@ def _read_decoded(path: Path) -> tuple[ImageSplit, ImageSplit] | None:
         x, y = a[f"{split}_images"], a[f"{split}_labels"]
         if x.dtype != np.uint8 or x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             return None
-        splits.append(ImageSplit(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))))
+        labels = torch.from_numpy(y.astype(np.int64, copy=False))
+        splits.append(ImageSplit(torch.from_numpy(x), labels))
     return splits[0], splits[1]
 
 

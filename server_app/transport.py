@@ -1,11 +1,12 @@
 """Sending a round's messages and collecting the replies, with a short polling interval.
 
-Flower's `Grid.send_and_receive` (flwr 1.41's HTTP grid, used by the ServerApp process in both
-the simulation and the deployment engine) sleeps 3 s between two pulls, so every exchange takes
-a multiple of 3 s: a round whose clients need 2.3 s ends after 3 s. `exchange` does the same
-push/pull through the Grid's public `push_messages`/`pull_messages`, polling after 5 ms, then
-at doubling intervals up to `max_interval` (run config ``poll-interval``, 20 ms by default), so
-a round ends at most `max_interval` after its last reply. A pull is a cheap call (in-process in
+Flower's `Grid.send_and_receive` sleeps between two pulls: 3 s in flwr 1.41's HTTP grid (the
+ServerApp of the deployment engine), so every deployment round took a multiple of 3 s (a round
+whose clients need 2.3 s ended after 3 s), and 0.1 s in the in-memory grid of the simulation.
+`exchange` does the same push/pull through the Grid's public `push_messages` and
+`pull_messages`, polling after 5 ms, then at doubling intervals up to `max_interval` (run config
+``poll-interval``, 20 ms by default), so a round ends at most `max_interval` after its last
+reply. A pull is a cheap call (in-process in
 simulation, one small request to the SuperLink in a deployment); raise ``poll-interval`` for a
 SuperLink far away.
 """
