@@ -247,7 +247,7 @@ def main() -> None:
 
     print(
         f"flwr round breakdown (medians): train phase {med('train_phase_seconds'):.3f}s "
-        f"(a node's own work {med('client_seconds'):.3f}s x {cfg['clients-per-round']} nodes), "
+        f"(a node's own work {med('client.seconds'):.3f}s x {cfg['clients-per-round']} nodes), "
         f"server evaluation {med('eval_seconds'):.3f}s, aggregation {med('aggregate_seconds'):.3f}s"
     )
     before, after = base["rounds"][args.warmup : half], base["rounds"][half + args.warmup :]

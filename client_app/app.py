@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import traceback
+from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from attacks import AttackContext, craft_malicious
 from client_app.defense import release_state, training_hooks
-from client_app.faults import InjectedCrash, apply_fault, parse_faults, random_failure
+from client_app.faults import (
+    ClientAppError,
+    InjectedCrash,
+    faulty_eval_metrics,
+    faulty_reply,
+    parse_faults,
+    random_failure,
+)
 from client_app.node import (
     NodeIdentity,
     all_partitions,
@@ -32,7 +42,24 @@ def _model_from(msg: Message, context: Context):
     return model
 
 
+def _reported(handler: Callable[[Message, Context], Message]) -> Callable[..., Message]:
+    """Run `handler`; an exception that is not an injected fault leaves with its traceback in
+    its message, so the server (and `immunefl run`) can show where a node failed."""
+
+    @functools.wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except InjectedCrash:
+            raise
+        except Exception as exc:
+            raise ClientAppError(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}") from exc
+
+    return wrapper
+
+
 @app.train()
+@_reported
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
@@ -94,14 +121,15 @@ def train(msg: Message, context: Context) -> Message:
         )  # fmt: skip
         for hook in hooks:
             metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
+    metrics["seconds"] = time.perf_counter() - t0  # the node's own work this round
     fault = parse_faults(str(cfg["inject-faults"])).get(pid)
     if fault is not None:
-        state = apply_fault(fault, state)
-    metrics["client_seconds"] = time.perf_counter() - t0  # the node's own work this round
+        return Message(faulty_reply(fault, state, metrics), reply_to=msg)
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()
+@_reported
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
     prepare_process()
@@ -115,18 +143,24 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(
         {"eval_loss": loss, "eval_acc": acc, "num-examples": int(indices.numel())}
     )
+    fault = parse_faults(str(cfg["inject-faults"])).get(identity.partition_id)
+    if fault is not None:
+        metrics = faulty_eval_metrics(fault, metrics)
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
 @app.query("whoami")
+@_reported
 def whoami(msg: Message, context: Context) -> Message:
     """Report this node's partition and role (the server cannot read node configs)."""
     identity = NodeIdentity.from_configs(context.node_config, context.run_config)
+    _, indices = node_data(identity, context.run_config)
     info = ConfigRecord(
         {
             "partition-id": identity.partition_id,
             "num-partitions": identity.num_partitions,
             "role": identity.role,
+            "num-examples": int(indices.numel()),  # the server caps later weight claims by it
         }
     )
     return Message(RecordDict({"whoami": info}), reply_to=msg)

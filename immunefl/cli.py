@@ -21,6 +21,7 @@ import queue
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from immunefl.datafiles import DataNotFoundError, locate_dataset
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.launcher import LocalSimulation, RunFailed, exit_on_signal, write_run_config
-from server_app.results import atomic_write_json, default_run_name
+from server_app.results import atomic_write_json, default_run_name, summary_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,15 +85,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Keys `--resume` may change: how the run is carried out, never what it computes.
+RESUME_SETTABLE = frozenset({
+    "poll-interval", "round-timeout", "checkpoint-every", "device", "save-model",
+    "metrics-port", "metrics-addr", "metrics-push-url", "metrics-linger",
+})  # fmt: skip
+
+
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The config of the run in `run_dir`, set to resume from its checkpoint."""
+    """The config of the run in `run_dir`, set to resume from its checkpoint.
+
+    Refused (nothing is started, nothing is written) when the directory holds no checkpoint,
+    and for ``--set`` keys that would change the resumed experiment (only `RESUME_SETTABLE`).
+    """
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise ConfigError([f"--resume {run_dir}: no config.json there (not a run directory)"])
+    problems = []
+    if not (Path(run_dir) / "checkpoint.pt").exists():
+        problems.append(
+            f"--resume {run_dir}: no checkpoint.pt there (the run had checkpoint-every=0 or "
+            "stopped before its first checkpoint); its results are left as they are"
+        )
+    changed = sorted(set(overrides) - RESUME_SETTABLE)
+    if changed:
+        problems.append(
+            f"--resume: --set {', '.join(changed)} would change the resumed experiment; "
+            f"only {', '.join(sorted(RESUME_SETTABLE))} may be set"
+        )
+    if problems:
+        raise ConfigError(problems)
     saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "_meta"}
     run_dir = Path(run_dir).resolve()
     saved.update({"results-dir": str(run_dir.parent), "run-name": run_dir.name, "resume": True})
     return resolve_config(None, {**saved, **overrides})
+
+
+def writable_problem(run_dir: Path) -> str | None:
+    """Why the results of a run cannot be written to `run_dir` (checked before anything starts),
+    or None. Creates the directories it will need anyway."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot write results to {run_dir}: {exc.strerror or exc}"
+    return None
 
 
 def _finalize(config: dict[str, Any]) -> Path:
@@ -116,18 +154,24 @@ def _run_one(
         echo=echo,
     )
     summary_path = run_dir / "summary.json"
-    if outcome.status != "finished:completed" or not summary_path.exists():
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if outcome.status != "finished:completed" or summary is None:
         print(
             f"immunefl: run {outcome.run_id} ended with status '{outcome.status}'"
-            f"{'' if summary_path.exists() else ' and wrote no summary.json'}; "
+            f"{'' if summary else ' and wrote no summary.json'}; "
             f"see the log above and {args.flwr_home}/superlink/",
             file=sys.stderr,
         )
-        return False, None
-    summary = json.loads(summary_path.read_text())
+        if summary and summary.get("error"):
+            print(f"immunefl: the run's error (summary.json):\n{summary['error']}", file=sys.stderr)
+        return False, summary
+    for line in summary_warnings(summary):
+        print(f"immunefl: WARNING: {line}", file=sys.stderr, flush=True)
+    acc = summary["final_benign_acc"]
     print(
-        f"immunefl: completed run {outcome.run_id} in {outcome.seconds:.1f}s; "
-        f"final benign_acc {summary['final_benign_acc']:.4f}; results in {run_dir}",
+        f"immunefl: {summary.get('status', 'completed')} run {outcome.run_id} in "
+        f"{outcome.seconds:.1f}s; final benign_acc {acc if acc is None else f'{acc:.4f}'}; "
+        f"results in {run_dir}",
         flush=True,
     )
     return True, summary
@@ -246,6 +290,9 @@ def cmd(args: argparse.Namespace) -> int:
             print(f"immunefl: {run_dir} already holds a run; choose another run-name",
                   file=sys.stderr)  # fmt: skip
             return 2
+        if problem := writable_problem(run_dir):
+            print(f"immunefl: results-dir: {problem}", file=sys.stderr)
+            return 2
 
     def echo(line: str) -> None:
         if not args.quiet or "[immunefl]" in line or "ERROR" in line:
@@ -262,8 +309,10 @@ def cmd(args: argparse.Namespace) -> int:
         atomic_write_json(sweep_dir / "sweep.json", {"config": str(yaml_path), "points": results})
         print(f"immunefl: sweep of {len(results)} points -> {sweep_dir}/sweep.json")
         for r in results:
-            acc = r["summary"]["final_benign_acc"] if r["summary"] else float("nan")
-            print(f"  {r['run_name']:40} {'ok' if r['ok'] else 'FAILED':7} benign_acc {acc:.4f}")
+            acc = (r["summary"] or {}).get("final_benign_acc")
+            acc = float("nan") if acc is None else acc
+            state = (r["summary"] or {}).get("status", "completed") if r["ok"] else "FAILED"
+            print(f"  {r['run_name']:40} {state:9} benign_acc {acc:.4f}")
     return 0 if ok_all else 1
 
 

@@ -394,6 +394,10 @@ def validate_config(
         )
     if not float(c["max-update-norm"]) >= 0:
         problems.append(f"'max-update-norm' must be >= 0 (0 = off), got {c['max-update-norm']}")
+    if not (math.isfinite(float(c["weight-cap-ratio"])) and float(c["weight-cap-ratio"]) >= 1):
+        problems.append(
+            f"'weight-cap-ratio' must be a finite number >= 1, got {c['weight-cap-ratio']}"
+        )
     if not (math.isfinite(float(c["server-lr"])) and float(c["server-lr"]) > 0):
         problems.append(f"'server-lr' must be a finite number > 0, got {c['server-lr']}")
     if not 0 <= int(c["metrics-port"]) <= 65535:

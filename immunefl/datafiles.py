@@ -2,12 +2,13 @@
 to get them. No decoding here (see `immunefl.data`), so the launcher can check that the data
 exists without importing torch.
 
-Search order, first hit wins:
+A run config's `data-dir` (when not empty) is the only place looked at: if it does not exist
+or lacks the files, that is an error (a typo must never train on another copy). Otherwise the
+search order, first hit wins:
 
-1. the run config's `data-dir` (when not empty),
-2. the environment variable ``$IMMUNEFL_DATA``,
-3. ``/usr/share/datasets/<name>`` (Debian: ``apt-get install dataset-fashion-mnist``),
-4. a torchvision download into ``$IMMUNEFL_DATA`` or ``~/.cache/immunefl`` (needs internet).
+1. the environment variable ``$IMMUNEFL_DATA``,
+2. ``/usr/share/datasets/<name>`` (Debian: ``apt-get install dataset-fashion-mnist``),
+3. a torchvision download into ``$IMMUNEFL_DATA`` or ``~/.cache/immunefl`` (needs internet).
 """
 
 from __future__ import annotations
@@ -111,7 +112,17 @@ def locate_dataset(name: str, data_dir: str = "", allow_download: bool = True) -
     """The directory holding `name`'s files (downloading as a last resort); no loading."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; valid: {', '.join(DATASETS)}")
-    roots = candidate_roots(name, data_dir or None)
+    if data_dir:  # an explicit data-dir is used or refused, never replaced by another copy
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DataNotFoundError(f"data-dir {root} does not exist (or is not a directory)")
+        found = _FINDERS[name](root)
+        if found is None:
+            raise DataNotFoundError(
+                f"data-dir {root} holds no '{name}' files.\n{_how_to_get(name, [root])}"
+            )
+        return found
+    roots = candidate_roots(name, None)
     for root in roots:
         found = _FINDERS[name](root)
         if found is not None:

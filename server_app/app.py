@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,22 @@ from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
 from server_app.metrics import MetricsExporter
 from server_app.mitigation import asr_threshold, mitigation_rounds
-from server_app.results import RunRecorder, default_run_name, summarize
+from server_app.outcomes import attack_delivery, run_status
+from server_app.results import RunRecorder, default_run_name, summarize, summary_warnings
 from server_app.roster import discover
 from server_app.scenario import ThreatScenario
 from strategies import build_strategy
 
 app = ServerApp()
+
+
+def _in_simulation(grid: Grid) -> bool:
+    """Whether the ServerApp runs on the simulation engine (every node is ours there)."""
+    try:
+        from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+    except ImportError:  # pragma: no cover - a Flower without it: treat as a deployment
+        return False
+    return isinstance(grid, InMemoryGrid)
 
 
 def attack_summary(
@@ -35,6 +45,8 @@ def attack_summary(
     """Adversarial rounds and, per adversarial round, the attack mitigation rounds."""
     adversarial = [r["round"] for r in rows if r.get("adversarial")]
     out: dict[str, Any] = {"adversarial_rounds": adversarial, "scheduled_adversarial": scheduled}
+    if config["attack"] != "none":
+        out.update(attack_delivery(rows))
     if not adversarial or config["attack-mode"] != "rounds":
         return out
     last = rows[-1]["round"]
@@ -62,10 +74,8 @@ def main(grid: Grid, context: Context) -> None:
     config["run-name"] = run_name
     run_dir = Path(str(config["results-dir"])).expanduser().resolve() / run_name
     ckpt = load_checkpoint(run_dir) if config["resume"] else None
-    if config["resume"] and ckpt is None:
-        log(
-            WARNING, "[immunefl] resume=true but %s has no checkpoint: starting at round 1", run_dir
-        )
+    if config["resume"] and ckpt is None:  # never start over on top of a run's results
+        raise RuntimeError(f"resume=true but {run_dir} has no checkpoint.pt: nothing to resume")
     recorder = RunRecorder(
         run_dir, resume_rows=ckpt.rows if ckpt else ([] if config["resume"] else None)
     )
@@ -94,6 +104,11 @@ def main(grid: Grid, context: Context) -> None:
     configure_allocator()
     log(INFO, "[immunefl] server: torch threads %d", torch.get_num_threads())
 
+    simulation = _in_simulation(grid)
+    log(INFO, "[immunefl] %s: a node exception that no configured fault explains %s",
+        "simulation" if simulation else "deployment",
+        "stops the run" if simulation else "is logged and counted; the run goes on")  # fmt: skip
+
     def select_nodes(server_round: int) -> list[int]:
         return [roster.node_of[p] for p in scenario.plan(server_round).partitions]
 
@@ -113,6 +128,18 @@ def main(grid: Grid, context: Context) -> None:
     counterfactual = None
     if config["track-aep"]:
         counterfactual = Counterfactual(build_strategy(config, select_nodes), cf_initial)
+    for s in (strategy, counterfactual.strategy if counterfactual else None):
+        if s is not None:
+            s.reported_sizes.update(roster.reported_sizes())
+
+    def finish(extra: dict[str, Any]) -> dict[str, Any]:
+        summary = summarize(recorder.rows, time.time() - started)
+        summary.update(attack_summary(recorder.rows, config, scheduled))
+        summary.update(run_status(recorder.rows, num_rounds))
+        summary.update(extra)
+        recorder.write_summary(summary)
+        return summary
+
     try:
         arrays = run_rounds(
             grid, strategy, initial,
@@ -121,14 +148,21 @@ def main(grid: Grid, context: Context) -> None:
             round_timeout=float(config["round-timeout"]), start_round=start_round,
             checkpoint_every=int(config["checkpoint-every"]),
             on_round=exporter.record if exporter.enabled else None, poll_interval=poll,
+            stop_on_client_error=simulation,
         )  # fmt: skip
+    except Exception as exc:
+        summary = finish({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        log(ERROR, "[immunefl] run failed after %d round(s): %s", len(recorder.rows),
+            summary["error"])  # fmt: skip
+        raise
     finally:
         exporter.close()
     if config["save-model"]:
         recorder.save_model(arrays.to_torch_state_dict())
-    summary = summarize(recorder.rows, time.time() - started)
-    summary.update(attack_summary(recorder.rows, config, scheduled))
-    summary["status"] = "completed"
-    recorder.write_summary(summary)
-    log(INFO, "[immunefl] done: final benign_acc %.4f in %.1fs -> %s",
+    summary = finish({})
+    for line in summary_warnings(summary):
+        log(WARNING, "[immunefl] %s", line)
+    if summary["status"] == "failed":
+        raise RuntimeError(f"no round updated the model; see {run_dir / 'summary.json'}")
+    log(INFO, "[immunefl] done (%s): final benign_acc %s in %.1fs -> %s", summary["status"],
         summary["final_benign_acc"], summary["wall_seconds"], run_dir)  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from logging import INFO
+from logging import ERROR, INFO
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -22,10 +22,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
+from server_app.outcomes import ClientFailure, round_outcomes, unexpected_failures
 from server_app.results import RunRecorder
 from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
 from server_app.transport import MAX_INTERVAL, exchange
+from strategies.updates import Layout, Screened
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 
@@ -46,6 +48,14 @@ def _train_round(
     replies = exchange(grid, messages, timeout, poll)
     new_arrays, metrics = strategy.aggregate_train(server_round, replies)
     return messages, replies, new_arrays, metrics
+
+
+def strategy_screening(strategy: Strategy, attr: str = "last_screened") -> Screened:
+    """The strategy's screening outcome of its last train (or evaluate) aggregation."""
+    found = getattr(strategy, attr, None)
+    if not isinstance(found, Screened):
+        raise TypeError(f"{type(strategy).__name__} keeps no '{attr}' (not an immunefl strategy)")
+    return found
 
 
 def _mmss(seconds: float) -> str:
@@ -79,44 +89,64 @@ def run_rounds(
     checkpoint_every: int = 0,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     poll_interval: float = MAX_INTERVAL,
+    stop_on_client_error: bool = False,
 ) -> ArrayRecord:
     """Run rounds `start_round`..`num_rounds` from `arrays`; return the final global arrays.
 
     With ``checkpoint_every = k > 0`` a checkpoint is written after every k-th round;
-    `on_round` (e.g. the metrics exporter) sees every row once it is on disk.
+    `on_round` (e.g. the metrics exporter) sees every row once it is on disk. With
+    `stop_on_client_error` (simulation) a node exception that no configured fault explains
+    raises `ClientFailure`. An aggregate that is not a finite model of the broadcast shape is
+    refused (``aggregate_rejected``): the global model stays as it was.
     """
     t_start = time.perf_counter()
     for server_round in range(start_round, num_rounds + 1):
         t0 = time.perf_counter()
         plan = scenario.plan(server_round)
+        layout = Layout.of(arrays)
         messages, replies, new_arrays, train_metrics = _train_round(
             grid, strategy, server_round, arrays, ConfigRecord(), round_timeout, poll_interval
         )
         t_train = time.perf_counter() - t0
+        screened = strategy_screening(strategy)
+        if stop_on_client_error and (bugs := unexpected_failures(screened, roster)):
+            raise ClientFailure(f"round {server_round}: " + "\n".join(bugs))
+        aggregate_rejected = 0
+        if new_arrays is not None and (problem := layout.aggregate_problem(new_arrays)):
+            log(ERROR, "[immunefl] round %d: aggregate refused (%s); global model unchanged",
+                server_round, problem)  # fmt: skip
+            new_arrays, aggregate_rejected = None, 1
         if new_arrays is not None:
             arrays = new_arrays
         failed = sum(1 for r in replies if r.has_error())
-        row: dict[str, Any] = {
+        row: dict[str, Any] = dict(train_metrics or {})  # the rule's diagnostics, client.* keys
+        row.pop("num-examples", None)
+        row.update({  # the server's own bookkeeping, written last: nothing overwrites it
             "round": server_round,
             "adversarial": plan.adversarial,
             "sampled": sorted(roster.partition_of(m.metadata.dst_node_id) for m in messages),
             "malicious": plan.malicious,
             "num_replies": len(replies) - failed,
             "failed_replies": failed + (len(messages) - len(replies)),
+            "rejected_replies": len(screened.rejected),
+            "weight_capped": len(screened.capped),
+            "aggregate_rejected": aggregate_rejected,
             "model_updated": new_arrays is not None,
-        }
-        if train_metrics is not None:  # client metrics (weighted) + the rule's diagnostics
-            row.update({k: v for k, v in train_metrics.items() if k != "num-examples"})
+            **round_outcomes(messages, replies, screened, roster,
+                             aggregated=bool(row.get("aggregated_replies"))),
+        })  # fmt: skip
         eval_messages = list(
             strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
         )
         if eval_messages:
-            eval_metrics = strategy.aggregate_evaluate(
-                server_round, exchange(grid, eval_messages, round_timeout, poll_interval)
-            )
-            if eval_metrics is not None:
-                row["client_eval_acc"] = float(eval_metrics["eval_acc"])
-                row["client_eval_loss"] = float(eval_metrics["eval_loss"])
+            eval_replies = exchange(grid, eval_messages, round_timeout, poll_interval)
+            eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
+            evaluated = strategy_screening(strategy, "last_eval")
+            if stop_on_client_error and (bugs := unexpected_failures(evaluated, roster)):
+                raise ClientFailure(f"round {server_round} (evaluate): " + "\n".join(bugs))
+            row.update({k: v for k, v in (eval_metrics or {}).items() if k.startswith("client.")})
+            row["eval_failed"] = len(evaluated.failed) + len(eval_messages) - len(eval_replies)
+            row["eval_rejected"] = len(evaluated.rejected)
         t_eval = time.perf_counter()
         row.update(evaluator(arrays))
         row["train_phase_seconds"] = t_train
@@ -147,6 +177,11 @@ def run_rounds(
         attack = "".join(
             f"  {k} {row[k]:.3f}" for k in ("mis_conf", "asr") if k in row
         )  # fmt: skip
+        if plan.adversarial:
+            attack += f"  malicious aggregated {row['malicious_aggregated']}/{len(plan.malicious)}"
+        if row["rejected_replies"] or row["aggregate_rejected"]:
+            attack += f"  rejected {row['rejected_replies']}"
+            attack += "  AGGREGATE REFUSED" if row["aggregate_rejected"] else ""
         done = server_round - start_round + 1
         eta = (time.perf_counter() - t_start) / done * (num_rounds - server_round)
         log(

@@ -57,7 +57,7 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
         "mask_density"),
     "immunefl_wbc_perturbed_fraction": (
         "gauge", "FL-WBC: mean share of parameters perturbed per step (Algorithm 1).",
-        "wbc_perturbed_fraction"),
+        "client.wbc_perturbed_fraction"),
     "immunefl_aep_norm": (
         "gauge", "||W_t(S) - W_t(S minus M)||: attack effect on parameters (FL-WBC Def. 1).",
         "aep_norm"),

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # Row keys that are wall-clock measurements: they differ between two runs of the same config
 # (everything else in a row is determined by the config and its seed).
 TIMING_KEYS = frozenset(
-    {"round_seconds", "aggregate_seconds", "client_seconds", "train_phase_seconds", "eval_seconds"}
+    {"round_seconds", "aggregate_seconds", "client.seconds", "train_phase_seconds", "eval_seconds"}
 )
 
 
@@ -129,3 +129,20 @@ def summarize(rows: list[Mapping[str, Any]], wall_seconds: float) -> dict[str, A
         "median_round_seconds": times[len(times) // 2] if times else None,
         "wall_seconds": wall_seconds,
     }
+
+
+def summary_warnings(summary: dict[str, Any]) -> list[str]:
+    """What a person must know about a finished run's results (from its summary.json)."""
+    lines = []
+    if summary.get("rounds_not_updated"):
+        lines.append(
+            f"rounds {summary['rounds_not_updated']} did not update the model "
+            f"({summary.get('failed_replies_total', 0)} failed, "
+            f"{summary.get('rejected_replies_total', 0)} rejected replies in all)"
+        )
+    if summary.get("attack_not_delivered_rounds"):
+        lines.append(
+            "attack not delivered in adversarial rounds "
+            f"{summary['attack_not_delivered_rounds']}: no malicious update reached aggregation"
+        )
+    return lines

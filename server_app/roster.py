@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
 from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from attacks import ROLES
 from server_app.transport import MAX_INTERVAL, exchange
 
 WHOAMI = "query.whoami"
@@ -21,6 +22,14 @@ class Roster:
 
     node_of: dict[int, int]  # partition id -> node id
     role_of: dict[int, str]  # partition id -> role
+    size_of: dict[int, int] = field(default_factory=dict)  # partition id -> reported examples
+
+    def role_of_node(self, node_id: int) -> str:
+        return self.role_of[self.partition_of(node_id)]
+
+    def reported_sizes(self) -> dict[int, float]:
+        """node id -> the example count the node reported at discovery (caps its claims)."""
+        return {self.node_of[p]: float(n) for p, n in self.size_of.items()}
 
     @property
     def partitions(self) -> list[int]:
@@ -31,6 +40,19 @@ class Roster:
             if nid == node_id:
                 return pid
         raise KeyError(f"node {node_id} is not in the roster")
+
+
+def _whoami(content: RecordDict) -> tuple[int, str, int]:
+    """(partition id, role, example count) of a whoami reply, every field checked."""
+    info = content["whoami"]
+    pid, role, size = info["partition-id"], info["role"], info["num-examples"]
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise ValueError(f"partition-id {pid!r} is not an integer")
+    if not isinstance(role, str) or role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"num-examples {size!r} is not a positive integer")
+    return pid, role, size
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
@@ -54,19 +76,24 @@ def discover(
     messages = [Message(RecordDict(), dst_node_id=nid, message_type=WHOAMI) for nid in nodes]
     node_of: dict[int, int] = {}
     role_of: dict[int, str] = {}
+    size_of: dict[int, int] = {}
     problems: list[str] = []
     for reply in exchange(grid, messages, timeout, poll_interval):
         nid = reply.metadata.src_node_id
         if reply.has_error():
             problems.append(f"node {nid}: whoami failed: {reply.error.reason}")
             continue
-        info = reply.content["whoami"]
-        pid = int(info["partition-id"])
+        try:
+            pid, role, size = _whoami(reply.content)
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"node {nid}: malformed whoami reply ({exc})")
+            continue
         if pid in node_of:
             problems.append(f"nodes {node_of[pid]} and {nid} both claim partition {pid}")
             continue
         node_of[pid] = nid
-        role_of[pid] = str(info["role"])
+        role_of[pid] = role
+        size_of[pid] = size
     missing = sorted(set(range(num_partitions)) - set(node_of))
     if missing:
         problems.append(
@@ -82,4 +109,4 @@ def discover(
         len(node_of),
         {r: sum(1 for v in role_of.values() if v == r) for r in sorted(set(role_of.values()))},
     )
-    return Roster(node_of, role_of)
+    return Roster(node_of, role_of, size_of)

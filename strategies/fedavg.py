@@ -4,11 +4,16 @@ What every rule inherits:
 
 - **Participants** come from ``select_nodes(server_round) -> node ids`` (built by the ServerApp
   from its seeded scenario); Flower's own `FedAvg.configure_train` samples with an unseeded RNG.
-- **Screening** of every reply (`strategies.updates.screen_replies`): malformed, non-finite or
-  oversized updates are rejected, logged with node id and reason, and counted
-  (``rejected_replies``); the round aggregates the rest if at least ``min-replies`` remain,
-  otherwise it is skipped and the global model is unchanged. A rule that cannot run on the
-  replies left (too few to trim, say) also skips the round instead of crashing the server.
+- **Screening** of every field of every reply (`strategies.updates`): extra records, bad
+  metrics, arrays whose bytes disagree with the model, non-finite or oversized updates are
+  rejected, logged with node id and reason, and counted (``rejected_replies``); claimed example
+  counts are capped (``weight_capped``). The round aggregates the rest if at least
+  ``min-replies`` remain, otherwise it is skipped and the global model is unchanged. A rule that
+  fails on the replies left (too few to trim, say) also skips the round instead of crashing the
+  server. `last_screened` keeps the outcome for the round loop (outcomes by role).
+- **Client metrics** come back as ``client.<key>`` (weighted per key over the replies reporting
+  it), so no client can write a key of the server's own bookkeeping.
+- **Evaluate replies** are screened the same way (`aggregate_evaluate`).
 - **Pseudo-gradients**: rules see ``U (n, d)``, ``U_i = W_i - W_global``, stacked once on the
   aggregation device, and return one update ``g~ (d,)``; the new global is
   ``W_global + server_lr * g~``. FedAvg's rule is the example-weighted mean.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from logging import INFO, WARNING
+from logging import WARNING
 from typing import Any
 
 import torch
@@ -32,30 +37,21 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from strategies.mean import weighted_mean
-from strategies.updates import Layout, Screened, apply_update, screen_replies
+from strategies.updates import (
+    METRICS_KEY,
+    Layout,
+    ReplyRejected,
+    Screened,
+    apply_update,
+    cap_weights,
+    client_metrics,
+    mean_client_metrics,
+    only_records,
+    screen_replies,
+)
 
 NodeSelector = Callable[[int], list[int]]
 Diagnostics = dict[str, float | list[float]]
-
-
-def mean_client_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Per key, the example-weighted mean over the replies that report the key.
-
-    Replies need not share keys (malicious nodes report fewer, FL-WBC nodes report
-    ``wbc_perturbed_fraction``): a key is averaged over the nodes that sent it, never diluted by
-    those that did not (Flower's `aggregate_metricrecords` treats a missing key as 0).
-    """
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for record in records:
-        for metrics in record.metric_records.values():
-            w = float(metrics.get(weight_key, 0.0))
-            for key, value in metrics.items():
-                if key == weight_key or isinstance(value, list):
-                    continue
-                sums[key] = sums.get(key, 0.0) + w * float(value)
-                weights[key] = weights.get(key, 0.0) + w
-    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
 
 
 class ImmuneFedAvg(FedAvg):
@@ -75,6 +71,9 @@ class ImmuneFedAvg(FedAvg):
         Server step size applied to the aggregated pseudo-gradient.
     device : str
         Aggregation device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    weight_cap_ratio : float
+        A claimed example count is capped at this many times the round's median claim
+        (`strategies.updates.cap_weights`).
     """
 
     def __init__(
@@ -85,6 +84,7 @@ class ImmuneFedAvg(FedAvg):
         max_update_norm: float = 0.0,
         server_lr: float = 1.0,
         device: str = "auto",
+        weight_cap_ratio: float = 2.0,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -100,8 +100,14 @@ class ImmuneFedAvg(FedAvg):
         self.max_update_norm = float(max_update_norm)
         self.server_lr = float(server_lr)
         self.device = resolve_device(device)
+        self.weight_cap_ratio = float(weight_cap_ratio)
         self._last_train_nodes: list[int] = []
         self._global: ArrayRecord | None = None
+        #: example counts the nodes reported at discovery (node id -> count): claims are capped
+        self.reported_sizes: dict[int, float] = {}
+        #: the last round's screening outcome (the round loop reads it: outcomes by role)
+        self.last_screened = Screened()
+        self.last_eval = Screened()
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -112,6 +118,7 @@ class ImmuneFedAvg(FedAvg):
             "max_update_norm": float(config["max-update-norm"]),
             "server_lr": float(config["server-lr"]),
             "device": str(config["device"]),
+            "weight_cap_ratio": float(config["weight-cap-ratio"]),
         }
 
     @classmethod
@@ -158,24 +165,25 @@ class ImmuneFedAvg(FedAvg):
         )
 
     # ----------------------------------------------------------------- aggregate
+    def _ordered(self, replies: Iterable[Message]) -> list[Message]:
+        # Replies arrive in any order; aggregate them in the order the nodes were chosen, so
+        # floating-point sums (and therefore whole runs) do not depend on network timing.
+        rank = {node: i for i, node in enumerate(self._last_train_nodes)}
+        return sorted(
+            replies, key=lambda m: (rank.get(m.metadata.src_node_id, len(rank)),
+                                    m.metadata.src_node_id),
+        )  # fmt: skip
+
     def screen(self, server_round: int, replies: Iterable[Message]) -> Screened:
         """Screen replies against the arrays broadcast this round; log every rejection."""
         if self._global is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        # Replies arrive in any order; aggregate them in the order the nodes were chosen, so
-        # floating-point sums (and therefore whole runs) do not depend on network timing.
-        rank = {node: i for i, node in enumerate(self._last_train_nodes)}
-        ordered = sorted(
-            replies, key=lambda m: (rank.get(m.metadata.src_node_id, len(rank)),
-                                    m.metadata.src_node_id),
-        )  # fmt: skip
         screened = screen_replies(
-            ordered, self._global, Layout.of(self._global), self.device, self.max_update_norm
-        )
-        for node, reason in screened.failed:
-            log(WARNING, "round %d: node %d failed: %s", server_round, node, reason)
-        for node, reason in screened.rejected:
-            log(WARNING, "round %d: rejected reply from node %d: %s", server_round, node, reason)
+            self._ordered(replies), self._global, Layout.of(self._global), self.device,
+            self.max_update_norm, self.reported_sizes, self.weight_cap_ratio,
+        )  # fmt: skip
+        _log_outcomes(server_round, "train", screened)
+        self.last_screened = screened
         return screened
 
     def aggregate_train(
@@ -186,33 +194,71 @@ class ImmuneFedAvg(FedAvg):
         screened = self.screen(server_round, replies)
         diag: Diagnostics = {
             "rejected_replies": len(screened.rejected),
-            "aggregated_replies": len(screened.accepted),
+            "weight_capped": len(screened.capped),
+            "aggregated_replies": len(screened),
             "update_norms": screened.norms,
         }
         arrays: ArrayRecord | None = None
-        if len(screened.accepted) < self.min_replies:
+        if len(screened) < self.min_replies:
             log(
                 WARNING,
                 "round %d skipped: %d accepted replies < min-replies %d; global model unchanged",
-                server_round, len(screened.accepted), self.min_replies,
+                server_round, len(screened), self.min_replies,
             )  # fmt: skip
+            diag["aggregated_replies"] = 0
         else:
             try:
                 arrays, extra = self.aggregate_accepted(server_round, screened)
                 diag.update(extra)
-            except ValueError as exc:
-                log(WARNING, "round %d skipped: %s; global model unchanged", server_round, exc)
+            except Exception as exc:  # noqa: BLE001 - no reply may crash the server
+                log(WARNING, "round %d skipped: the rule failed (%s: %s); global model unchanged",
+                    server_round, type(exc).__name__, exc)  # fmt: skip
                 diag["aggregated_replies"] = 0
+                arrays = None
         diag["aggregate_seconds"] = time.perf_counter() - t0
         metrics = MetricRecord(diag)
-        if screened.accepted:
-            client = mean_client_metrics(
-                [m.content for m in screened.accepted], self.weighted_by_key
-            )
+        if len(screened):
+            assert screened.weights is not None
+            client = mean_client_metrics(screened.metrics, screened.weights.tolist())
             for key, value in client.items():
                 metrics[key] = value
-        log(INFO, "round %d aggregated %d replies", server_round, diag["aggregated_replies"])
         return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Client-side evaluation replies, screened like train replies: exactly one
+        ``metrics`` record of finite numbers and a positive (capped) weight; averaged per key
+        as ``client.<key>``. A bad reply is rejected and counted, never fatal."""
+        out = Screened()
+        claims: list[float] = []
+        for msg in self._ordered(replies):
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                out.failed.append((node, str(msg.error.reason)))
+                continue
+            try:
+                only_records(msg.content, {METRICS_KEY: MetricRecord})
+                weight, values = client_metrics(msg.content.metric_records[METRICS_KEY])
+            except ReplyRejected as exc:
+                out.rejected.append((node, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001
+                out.rejected.append((node, f"screening failed: {type(exc).__name__}: {exc}"))
+                continue
+            out.nodes.append(node)
+            out.metrics.append(values)
+            claims.append(weight)
+        weights, why = cap_weights(
+            claims, [self.reported_sizes.get(n) for n in out.nodes], self.weight_cap_ratio
+        )
+        out.weights = torch.tensor(weights, dtype=torch.float64)
+        out.capped = [(n, w) for n, w in zip(out.nodes, why, strict=True) if w is not None]
+        _log_outcomes(server_round, "evaluate", out)
+        self.last_eval = out
+        if not out.nodes:
+            return None
+        return MetricRecord(mean_client_metrics(out.metrics, weights))
 
     def aggregate_accepted(
         self, server_round: int, screened: Screened
@@ -221,10 +267,21 @@ class ImmuneFedAvg(FedAvg):
         assert self._global is not None and screened.updates is not None
         update, diag = self.aggregate_updates(screened.updates, screened.weights, server_round)
         layout = Layout.of(self._global)
-        return apply_update(self._global, layout, update * self.server_lr, screened.accepted), diag
+        return apply_update(self._global, layout, update * self.server_lr, screened.arrays), diag
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
     ) -> tuple[torch.Tensor, Diagnostics]:
         """The aggregation rule on ``U (n, d)``; FedAvg: the example-weighted mean."""
         return weighted_mean(U, weights), {}
+
+
+def _log_outcomes(server_round: int, phase: str, screened: Screened) -> None:
+    for node, reason in screened.failed:
+        log(WARNING, "round %d %s: node %d failed: %s", server_round, phase, node, reason)
+    for node, reason in screened.rejected:
+        log(WARNING, "round %d %s: rejected reply from node %d: %s",
+            server_round, phase, node, reason)  # fmt: skip
+    for node, reason in screened.capped:
+        log(WARNING, "round %d %s: capped the weight of node %d: %s",
+            server_round, phase, node, reason)  # fmt: skip

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
 from flwr.serverapp.strategy import (
     Bulyan,
     DifferentialPrivacyServerSideFixedClipping,
@@ -27,7 +28,7 @@ from flwr.serverapp.strategy import (
 
 from immunefl.seeding import derive_seed
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
-from strategies.updates import ARRAYS_KEY, METRICS_KEY, WEIGHT_KEY, Screened
+from strategies.updates import Screened, mean_client_metrics
 
 
 class FlowerRuleStrategy(ImmuneFedAvg):
@@ -40,24 +41,10 @@ class FlowerRuleStrategy(ImmuneFedAvg):
     def aggregate_accepted(
         self, server_round: int, screened: Screened
     ) -> tuple[ArrayRecord, Diagnostics]:
-        arrays, _ = self.rule.aggregate_train(
-            server_round, [_rule_view(m) for m in screened.accepted]
-        )
+        arrays, _ = self.rule.aggregate_train(server_round, screened.sanitized(MessageType.TRAIN))
         if arrays is None:
             raise ValueError(f"{type(self.rule).__name__} returned no model")
-        return arrays, {"n": len(screened.accepted)}
-
-
-def _rule_view(reply: Message) -> Message:
-    """The reply as a Flower rule needs it: arrays + the weighting metric only (Flower's rules
-    refuse replies whose MetricRecords differ in keys, e.g. attackers' vs benign nodes')."""
-    content = reply.content
-    weight = content.metric_records[METRICS_KEY][WEIGHT_KEY]
-    return Message(
-        RecordDict({ARRAYS_KEY: content.array_records[ARRAYS_KEY],
-                    METRICS_KEY: MetricRecord({WEIGHT_KEY: weight})}),
-        dst_node_id=reply.metadata.src_node_id, message_type=reply.metadata.message_type,
-    )  # fmt: skip
+        return arrays, {"n": len(screened)}
 
 
 def _f(config: Mapping[str, Any]) -> int:
@@ -140,11 +127,46 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
             )
         return problems
 
+    @property
+    def last_screened(self) -> Screened:
+        return self.strategy.last_screened
+
+    @property
+    def last_eval(self) -> Screened:
+        return self.strategy.last_eval
+
+    @property
+    def reported_sizes(self) -> dict[int, float]:
+        return self.strategy.reported_sizes
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Screen, then Flower's clip + mean + noise on the screened replies, each weighing 1.
+
+        DP-FedAvg's noise std ``z * C / K`` bounds the mean's sensitivity only with uniform
+        weights; a claimed example count would void the guarantee, so claims are ignored.
+        """
         screened = self.strategy.screen(server_round, replies)
-        arrays, metrics = super().aggregate_train(server_round, screened.accepted)
+        uniform = Screened(
+            nodes=screened.nodes, arrays=screened.arrays, metrics=screened.metrics,
+            weights=torch.ones(len(screened), dtype=torch.float64),
+        )  # fmt: skip
+        arrays, metrics = super().aggregate_train(server_round, uniform.sanitized("train"))
+        self.strategy.last_screened = screened  # the inner strategy screened the clean copies
         metrics = metrics if metrics is not None else MetricRecord({})
         metrics["rejected_replies"] = len(screened.rejected)
+        metrics["weight_capped"] = 0
+        metrics["aggregated_replies"] = len(screened) if arrays is not None else 0
+        for key in [k for k in metrics if k.startswith("client.")]:
+            del metrics[key]
+        if len(screened):
+            assert screened.weights is not None
+            for key, value in mean_client_metrics(screened.metrics, [1.0] * len(screened)).items():
+                metrics[key] = value
         return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)

@@ -15,7 +15,8 @@ def weighted_mean(U: torch.Tensor, weights: torch.Tensor | None = None) -> torch
     M, dims = as_matrix(U)
     if weights is None:
         return M.mean(0).reshape(dims)
-    w = weights.to(device=M.device, dtype=M.dtype)
-    if w.shape != (M.shape[0],) or not bool((w > 0).all()):
-        raise ValueError("weights must be one positive number per update")
-    return (w / w.sum()).matmul(M).reshape(dims)
+    w = weights.to(device=M.device, dtype=torch.float64)
+    if w.shape != (M.shape[0],) or not bool((w > 0).all() and torch.isfinite(w).all()):
+        raise ValueError("weights must be one positive finite number per update")
+    # normalise in float64: a weight finite in float64 may be infinite in float32 (1e39)
+    return (w / w.sum()).to(M.dtype).matmul(M).reshape(dims)

@@ -1,8 +1,22 @@
-"""Client replies -> one stacked pseudo-gradient matrix, with every reply checked first.
+"""Client replies -> one stacked pseudo-gradient matrix, with every field a client controls checked.
 
-A reply is *rejected* (never aggregated, never fatal) when its ``arrays`` record does not match
-the broadcast model (keys, shapes, dtypes), when ``num-examples`` is not a positive finite
-number, when any value is NaN/inf, or when its update norm exceeds ``max_update_norm`` (> 0).
+The server trusts nothing in a reply. A train reply is **rejected** (logged with the node id and
+the reason, counted, never aggregated, never fatal) unless all of this holds:
+
+- its records are exactly one ``arrays`` ArrayRecord and one ``metrics`` MetricRecord (a second
+  record of any kind is refused, not ignored);
+- every metric name is a short lower-case identifier, at most `MAX_METRICS` of them, and every
+  value is a finite number (`client_metrics`); ``num-examples`` is a positive finite number;
+- every array **decodes** (NumPy bytes, no pickle) to exactly the broadcast model's shape and
+  dtype: the declared shape and dtype of an `Array` are client-written text and are checked
+  against the decoded bytes too (`Layout.decode`);
+- its update is finite and, with ``max_update_norm > 0``, not longer than that;
+- nothing in checking it raised: any exception while screening one reply rejects that reply.
+
+Weights: the claimed ``num-examples`` weighs an update in FedAvg-style rules, so a claim is
+**capped** by `cap_weights` (the reply is kept, the cap logged and counted): at most the size the
+node reported at discovery, at most ``cap_ratio`` x the round's (lower) median claim, and never
+half of the round's total or more when another reply is there (see `cap_weights`).
 
 Pseudo-gradients are ``U_i = W_i - W_global`` over the floating-point tensors of the model,
 flattened in the model's key order into row ``i`` of ``U (n, d)``, on the aggregation device.
@@ -13,15 +27,28 @@ their elementwise median over the accepted replies.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
 WEIGHT_KEY = "num-examples"
+#: Client metrics reach rounds.jsonl and Prometheus under this prefix only, so a client can
+#: never write a key of the server's bookkeeping (``round``, ``rejected_replies``, ...).
+CLIENT_PREFIX = "client."
+MAX_METRICS = 32
+METRIC_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+NUMPY_STYPE = "numpy.ndarray"
+
+
+class ReplyRejected(ValueError):
+    """A reply fails screening; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -48,48 +75,168 @@ class Layout:
             pos += n
         return cls(keys, shapes, dtypes, float_keys, offsets, pos)
 
-    def structure_problem(self, arrays: ArrayRecord) -> str | None:
-        """Why `arrays` does not match this layout, or None."""
-        keys = tuple(arrays.keys())
-        if set(keys) != set(self.keys):
-            missing, extra = set(self.keys) - set(keys), set(keys) - set(self.keys)
-            return f"array keys differ (missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]})"
+    def decode(self, arrays: ArrayRecord) -> dict[str, np.ndarray]:
+        """Every array decoded and checked against this layout; `ReplyRejected` says what is
+        wrong (missing/extra keys, serialisation, declared or decoded shape/dtype)."""
+        keys = set(arrays.keys())
+        if keys != set(self.keys):
+            missing, extra = set(self.keys) - keys, keys - set(self.keys)
+            raise ReplyRejected(
+                f"array keys differ (missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]})"
+            )
+        out: dict[str, np.ndarray] = {}
         for k in self.keys:
-            if tuple(arrays[k].shape) != self.shapes[k]:
-                return f"'{k}' has shape {tuple(arrays[k].shape)}, expected {self.shapes[k]}"
-            if str(arrays[k].dtype) != self.dtypes[k]:
-                return f"'{k}' has dtype {arrays[k].dtype}, expected {self.dtypes[k]}"
-        return None
+            arr = arrays[k]
+            if not isinstance(arr, Array) or arr.stype != NUMPY_STYPE:
+                raise ReplyRejected(f"'{k}' is not a NumPy array (stype {arr.stype!r})")
+            declared = (tuple(arr.shape), str(arr.dtype))
+            if declared != (self.shapes[k], self.dtypes[k]):
+                raise ReplyRejected(
+                    f"'{k}' declares {declared[1]} {declared[0]}, "
+                    f"expected {self.dtypes[k]} {self.shapes[k]}"
+                )
+            try:
+                value = arr.numpy()
+            except Exception as exc:  # noqa: BLE001 - any undecodable bytes
+                raise ReplyRejected(f"'{k}' does not decode: {exc}") from exc
+            if value.shape != self.shapes[k] or str(value.dtype) != self.dtypes[k]:
+                raise ReplyRejected(
+                    f"'{k}' bytes decode to {value.dtype} {value.shape} but declare "
+                    f"{self.dtypes[k]} {self.shapes[k]}"
+                )
+            out[k] = value
+        return out
 
-    def flatten(self, arrays: ArrayRecord, out: torch.Tensor) -> None:
-        """Write the floating-point tensors of `arrays` into the 1-d tensor `out`."""
+    def flatten(self, arrays: Mapping[str, np.ndarray], out: torch.Tensor) -> None:
+        """Write the floating-point arrays (decoded) into the 1-d tensor `out`."""
         for k in self.float_keys:
             a, b = self.offsets[k]
-            out[a:b].copy_(torch.from_numpy(np.ascontiguousarray(arrays[k].numpy())).reshape(-1))
+            out[a:b].copy_(torch.from_numpy(np.ascontiguousarray(arrays[k])).reshape(-1))
+
+    def aggregate_problem(self, arrays: ArrayRecord) -> str | None:
+        """Why an aggregate is unusable as the next global model (wrong structure or
+        non-finite values), or None."""
+        try:
+            decoded = self.decode(arrays)
+        except ReplyRejected as exc:
+            return str(exc)
+        for k in self.float_keys:
+            if not np.isfinite(decoded[k]).all():
+                return f"'{k}' contains NaN or inf"
+        return None
+
+
+def client_metrics(record: MetricRecord) -> tuple[float, dict[str, float]]:
+    """(claimed weight, the other metrics) of a reply's MetricRecord, every value checked."""
+    if len(record) > MAX_METRICS:
+        raise ReplyRejected(f"{len(record)} metrics (at most {MAX_METRICS})")
+    values: dict[str, float] = {}
+    for key, value in record.items():
+        if not (isinstance(key, str) and (key == WEIGHT_KEY or METRIC_NAME.fullmatch(key))):
+            raise ReplyRejected(f"metric name {str(key)[:60]!r} is not allowed")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReplyRejected(f"metric '{key}' is not a number ({type(value).__name__})")
+        if not math.isfinite(value):
+            raise ReplyRejected(f"metric '{key}' is not finite ({value})")
+        values[key] = float(value)
+    weight = values.pop(WEIGHT_KEY, None)
+    if weight is None:
+        raise ReplyRejected(f"'{WEIGHT_KEY}' missing")
+    if not weight > 0:
+        raise ReplyRejected(f"'{WEIGHT_KEY}' must be a positive finite number, got {weight}")
+    return weight, values
+
+
+def only_records(content: RecordDict, expected: Mapping[str, type]) -> None:
+    """Refuse a reply whose records are not exactly `expected` (name -> record type)."""
+    names = set(content.keys())
+    if names != set(expected):
+        extra, missing = sorted(names - set(expected)), sorted(set(expected) - names)
+        raise ReplyRejected(f"records differ (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, kind in expected.items():
+        if not isinstance(content[name], kind):
+            raise ReplyRejected(f"record '{name}' is a {type(content[name]).__name__}")
+
+
+def cap_weights(
+    claims: Sequence[float], reported: Sequence[float | None], cap_ratio: float = 2.0
+) -> tuple[list[float], list[str | None]]:
+    """The weights a round uses for claimed example counts, and why each was capped (or None).
+
+    1. A claim is at most the size the node reported at discovery (``reported``, when known):
+       a node cannot grow between discovery and training.
+    2. At most ``cap_ratio`` x the round's lower median claim ``m = sorted(w)[(n - 1) // 2]``:
+       while fewer than half of the replies lie, ``m`` is an honest claim, so each liar weighs
+       at most ``cap_ratio`` honest medians.
+    3. No single reply holds half of the round's total or more while others are there: if the
+       largest weight is >= the sum of all others, it is lowered to the largest other weight
+       (with n >= 3 its share is then < 1/2; with n = 2 the two weigh the same).
+
+    Honest claims are never changed in IID rounds (all equal); in non-IID rounds a claim above
+    ``cap_ratio`` x the median is capped too (raise ``weight-cap-ratio`` to cap less).
+
+    >>> cap_weights([600, 600, 600, 1e39], [600, 600, 600, None])[0]
+    [600.0, 600.0, 600.0, 1200.0]
+    >>> cap_weights([1.0, 1e12], [None, None])[0]
+    [1.0, 1.0]
+    """
+    if not cap_ratio >= 1:
+        raise ValueError(f"cap_ratio must be >= 1, got {cap_ratio}")
+    w = [float(c) for c in claims]
+    why: list[str | None] = [None] * len(w)
+    for i, r in enumerate(reported):
+        if r is not None and w[i] > r:
+            w[i], why[i] = float(r), f"claimed {claims[i]:.4g} > {r:.4g} reported at discovery"
+    if not w:
+        return w, why
+    median = sorted(w)[(len(w) - 1) // 2]
+    for i in range(len(w)):
+        if w[i] > cap_ratio * median:
+            w[i] = cap_ratio * median
+            why[i] = f"claimed {claims[i]:.4g} > {cap_ratio:g} x round median {median:.4g}"
+    if len(w) >= 2:
+        top = max(range(len(w)), key=lambda i: w[i])
+        others = w[:top] + w[top + 1 :]
+        if w[top] >= sum(others):
+            w[top] = max(others)
+            why[top] = f"claimed {claims[top]:.4g}: would hold half of the round's weight"
+    return w, why
 
 
 @dataclass
 class Screened:
-    """The outcome of screening one round's replies."""
+    """The outcome of screening one round's replies (accepted ones in aggregation order)."""
 
-    accepted: list[Message] = field(default_factory=list)
-    updates: torch.Tensor | None = None  # (len(accepted), d) pseudo-gradients
-    weights: torch.Tensor | None = None  # (len(accepted),) num-examples
+    nodes: list[int] = field(default_factory=list)  # accepted node ids
+    arrays: list[dict[str, np.ndarray]] = field(default_factory=list)  # decoded, checked
+    metrics: list[dict[str, float]] = field(default_factory=list)  # client metrics, checked
+    updates: torch.Tensor | None = None  # (len(nodes), d) pseudo-gradients
+    weights: torch.Tensor | None = None  # (len(nodes),) capped example counts, float64
     norms: list[float] = field(default_factory=list)  # L2 norms of the accepted updates
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (node id, reason)
     failed: list[tuple[int, str]] = field(default_factory=list)  # replies carrying an error
+    capped: list[tuple[int, str]] = field(default_factory=list)  # (node id, why) weight capped
 
+    def __len__(self) -> int:
+        return len(self.nodes)
 
-def _weight_problem(msg: Message) -> tuple[float | None, str | None]:
-    content = msg.content
-    if METRICS_KEY not in content.metric_records:
-        return None, f"no '{METRICS_KEY}' MetricRecord"
-    value = content.metric_records[METRICS_KEY].get(WEIGHT_KEY)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"'{WEIGHT_KEY}' missing or not a number ({value!r})"
-    if not (math.isfinite(value) and value > 0):
-        return None, f"'{WEIGHT_KEY}' must be a positive finite number, got {value}"
-    return float(value), None
+    def sanitized(self, message_type: str) -> list[Message]:
+        """The accepted replies rebuilt from what screening decoded (arrays + capped weight
+        only), for rules that take Messages (Flower's)."""
+        assert self.weights is not None
+        return [
+            Message(
+                RecordDict(
+                    {
+                        ARRAYS_KEY: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                        METRICS_KEY: MetricRecord({WEIGHT_KEY: float(w)}),
+                    }
+                ),
+                dst_node_id=node,
+                message_type=message_type,
+            )  # fmt: skip
+            for node, arrays, w in zip(self.nodes, self.arrays, self.weights.tolist(), strict=True)
+        ]
 
 
 def screen_replies(
@@ -98,47 +245,42 @@ def screen_replies(
     layout: Layout,
     device: torch.device,
     max_update_norm: float = 0.0,
+    reported: Mapping[int, float] | None = None,
+    cap_ratio: float = 2.0,
 ) -> Screened:
     """Check every reply and stack the accepted ones' pseudo-gradients (see module doc)."""
     out = Screened()
-    candidates: list[tuple[Message, float]] = []
+    candidates: list[tuple[int, dict[str, np.ndarray], float, dict[str, float]]] = []
     for msg in replies:
         node = msg.metadata.src_node_id
         if msg.has_error():
             out.failed.append((node, str(msg.error.reason)))
             continue
-        content = msg.content
-        if ARRAYS_KEY not in content.array_records:
-            out.rejected.append((node, f"no '{ARRAYS_KEY}' ArrayRecord"))
+        try:
+            only_records(msg.content, {ARRAYS_KEY: ArrayRecord, METRICS_KEY: MetricRecord})
+            weight, metrics = client_metrics(msg.content.metric_records[METRICS_KEY])
+            arrays = layout.decode(msg.content.array_records[ARRAYS_KEY])
+        except ReplyRejected as exc:
+            out.rejected.append((node, str(exc)))
             continue
-        problem = layout.structure_problem(content.array_records[ARRAYS_KEY])
-        weight, weight_problem = _weight_problem(msg)
-        if problem or weight_problem:
-            out.rejected.append((node, problem or weight_problem or ""))
+        except Exception as exc:  # noqa: BLE001 - a reply must never crash the server
+            out.rejected.append((node, f"screening failed: {type(exc).__name__}: {exc}"))
             continue
-        candidates.append((msg, weight))
+        candidates.append((node, arrays, weight, metrics))
     if not candidates:
         return out
     U = torch.empty((len(candidates), layout.size), dtype=torch.float32)
-    for i, (msg, _) in enumerate(candidates):
-        try:
-            layout.flatten(msg.content.array_records[ARRAYS_KEY], U[i])
-        except (ValueError, TypeError, RuntimeError) as exc:  # undecodable bytes
-            U[i] = float("nan")
-            out.rejected.append((msg.metadata.src_node_id, f"arrays not decodable: {exc}"))
+    for i, (_, arrays, _, _) in enumerate(candidates):
+        layout.flatten(arrays, U[i])
     g = torch.empty(layout.size, dtype=torch.float32)
-    layout.flatten(global_arrays, g)
+    layout.flatten(layout.decode(global_arrays), g)
     U = U.to(device)
     U -= g.to(device)
     finite = torch.isfinite(U).all(dim=1)
     norms = torch.linalg.vector_norm(torch.nan_to_num(U, 0.0, 0.0, 0.0), dim=1)
     keep = finite.clone()
-    already = {node for node, _ in out.rejected}
-    for i, (msg, _) in enumerate(candidates):
-        node = msg.metadata.src_node_id
-        if node in already:
-            keep[i] = False
-        elif not bool(finite[i]):
+    for i, (node, _, _, _) in enumerate(candidates):
+        if not bool(finite[i]):
             out.rejected.append((node, "update contains NaN or inf"))
         elif max_update_norm > 0 and float(norms[i]) > max_update_norm:
             keep[i] = False
@@ -146,32 +288,55 @@ def screen_replies(
                 (node, f"update norm {float(norms[i]):.4g} > max-update-norm {max_update_norm}")
             )
     idx = torch.nonzero(keep).flatten().tolist()
-    out.accepted = [candidates[i][0] for i in idx]
+    kept = [candidates[i] for i in idx]
+    reported = reported or {}
+    weights, why = cap_weights([c[2] for c in kept], [reported.get(c[0]) for c in kept], cap_ratio)
+    out.nodes = [c[0] for c in kept]
+    out.arrays = [c[1] for c in kept]
+    out.metrics = [c[3] for c in kept]
+    out.capped = [(node, w) for node, w in zip(out.nodes, why, strict=True) if w is not None]
     out.updates = U if len(idx) == len(candidates) else U[keep]
-    out.weights = torch.tensor([candidates[i][1] for i in idx], dtype=torch.float32)
+    out.weights = torch.tensor(weights, dtype=torch.float64)
     out.norms = [float(v) for v in norms[idx].tolist()] if idx else []
     return out
+
+
+def mean_client_metrics(
+    metrics: Sequence[Mapping[str, float]], weights: Sequence[float]
+) -> dict[str, float]:
+    """Per key, the weighted mean over the replies that report the key, as ``client.<key>``.
+
+    Replies need not share keys (malicious nodes report fewer, FL-WBC nodes report
+    ``wbc_perturbed_fraction``): a key is averaged over the nodes that sent it, never diluted
+    by those that did not.
+    """
+    sums: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    for values, w in zip(metrics, weights, strict=True):
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + w * value
+            totals[key] = totals.get(key, 0.0) + w
+    return {CLIENT_PREFIX + k: sums[k] / totals[k] for k in sorted(sums) if totals[k] > 0}
 
 
 def apply_update(
     global_arrays: ArrayRecord,
     layout: Layout,
     update: torch.Tensor,
-    accepted: list[Message],
+    accepted: Sequence[Mapping[str, np.ndarray]],
 ) -> ArrayRecord:
     """New global arrays: floats ``W + update``; integer buffers: median of the replies."""
+    decoded = layout.decode(global_arrays)
     flat = torch.empty(layout.size, dtype=torch.float32)
-    layout.flatten(global_arrays, flat)
+    layout.flatten(decoded, flat)
     flat += update.detach().to("cpu", torch.float32).reshape(-1)
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}
     for k in layout.keys:
         if k in layout.offsets:
             a, b = layout.offsets[k]
             dtype = getattr(torch, layout.dtypes[k])
             state[k] = flat[a:b].reshape(layout.shapes[k]).to(dtype).clone()
         else:
-            stacked = torch.stack(
-                [torch.from_numpy(m.content.array_records[ARRAYS_KEY][k].numpy()) for m in accepted]
-            )
+            stacked = torch.stack([torch.from_numpy(np.array(arrays[k])) for arrays in accepted])
             state[k] = stacked.median(dim=0).values
     return ArrayRecord(state)

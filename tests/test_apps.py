@@ -18,6 +18,7 @@ from flwr.app import (
 )
 
 from client_app.app import train, whoami
+from client_app.faults import ClientAppError
 from immunefl.config import load_schema
 from immunefl.models import init_model
 from strategies import STRATEGIES, build_strategy
@@ -76,7 +77,8 @@ def test_malicious_node_attacks_only_when_configured(fmnist_dir: Path) -> None:
 def test_whoami_reports_identity_and_role() -> None:
     msg = Message(RecordDict(), dst_node_id=7, message_type="query.whoami")
     info = whoami(msg, _context({"partition-id": 4, "num-partitions": 100})).content["whoami"]
-    assert dict(info) == {"partition-id": 4, "num-partitions": 100, "role": "benign"}
+    assert dict(info) == {"partition-id": 4, "num-partitions": 100, "role": "benign",
+                          "num-examples": 600}  # fmt: skip
     ctx = _context({"partition-id": 4, "num-partitions": 100, "role": "malicious"})
     assert whoami(msg, ctx).content["whoami"]["role"] == "malicious"
 
@@ -92,9 +94,9 @@ def test_whoami_reports_identity_and_role() -> None:
 )
 def test_bad_node_config_is_named(node_config: dict, needle: str) -> None:
     msg = Message(RecordDict(), dst_node_id=7, message_type="query.whoami")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ClientAppError) as info:  # the node's error, with its traceback
         whoami(msg, _context(node_config))
-    assert needle in str(info.value)
+    assert needle in str(info.value) and "Traceback" in str(info.value)
 
 
 def _reply(to: Message, state: dict, n: int) -> Message:
@@ -119,12 +121,12 @@ def test_fedavg_trains_exactly_the_selected_nodes_and_averages_by_examples() -> 
     assert all(m.metadata.message_type == MessageType.TRAIN for m in msgs)
     assert all(m.content["config"]["server-round"] == 1 for m in msgs)
     values = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 0.0, 0.0]), torch.ones(3)]
-    weights = [100, 300, 600]
+    weights = [200, 300, 400]  # none capped (strategies.updates.cap_weights)
     replies = [_reply(m, {"w": v}, n) for m, v, n in zip(msgs, values, weights, strict=True)]
     new, metrics = strategy.aggregate_train(1, replies)
     expected = sum(v * n for v, n in zip(values, weights, strict=True)) / sum(weights)
     np.testing.assert_allclose(new.to_torch_state_dict()["w"].numpy(), expected.numpy(), rtol=1e-6)
-    assert metrics["train_loss"] == pytest.approx(sum(n * n for n in weights) / sum(weights))
+    assert metrics["client.train_loss"] == pytest.approx(sum(n * n for n in weights) / sum(weights))
     assert [
         m.metadata.dst_node_id for m in strategy.configure_train(2, arrays, ConfigRecord(), None)
     ] == [14]

@@ -96,12 +96,22 @@ def test_missing_dataset_message_says_how_to_get_it(
 ) -> None:
     monkeypatch.setattr("immunefl.datafiles.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
     monkeypatch.setenv("IMMUNEFL_DATA", str(tmp_path / "empty"))
+    (tmp_path / "also-empty").mkdir()
     with pytest.raises(DataNotFoundError) as info:
         locate_dataset("cifar10", str(tmp_path / "also-empty"), allow_download=False)
     msg = str(info.value)
     assert "also-empty" in msg and "cifar-10-python.tar.gz" in msg and "data-dir" in msg
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
         locate_dataset("fmnist", "", allow_download=False)
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    """A typo in data-dir must not train on the system copy (which exists here)."""
+    with pytest.raises(DataNotFoundError, match="data-dir .*typo does not exist"):
+        locate_dataset("fmnist", str(tmp_path / "typo"), allow_download=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="holds no 'fmnist' files"):
+        locate_dataset("fmnist", str(tmp_path / "empty"), allow_download=False)
 
 
 def test_decoded_arrays_are_cached_and_follow_the_source_files(

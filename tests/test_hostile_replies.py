@@ -1,0 +1,243 @@
+"""A lying client can neither take over, freeze nor crash the server (every field screened)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from client_app.faults import FORGED_METRICS, faulty_eval_metrics, faulty_reply
+from immunefl.config import load_schema
+from strategies import build_strategy
+from strategies.updates import Layout, cap_weights
+
+NODES = list(range(101, 111))
+
+
+@pytest.fixture(autouse=True)
+def _identity(task_identity: None) -> None:
+    """Flower stamps messages with the running task's identity (see conftest)."""
+
+
+def make(name: str, **overrides):
+    cfg = {**load_schema(), "strategy": name, "device": "cpu", **overrides}
+    return build_strategy(cfg, lambda r: NODES)
+
+
+def global_state() -> dict[str, torch.Tensor]:
+    return {"w": torch.zeros(4, 3), "b": torch.zeros(3), "steps": torch.tensor(5)}
+
+
+def honest(k: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"w": torch.randn(4, 3, generator=g) * 0.1, "b": torch.randn(3, generator=g) * 0.1,
+             "steps": torch.tensor(6)} for _ in range(k)]  # fmt: skip
+
+
+def reply_to(msg: Message, content: RecordDict) -> Message:
+    return Message(content, reply_to=msg)
+
+
+def plain(state: dict, n: float = 600.0) -> RecordDict:
+    metrics = MetricRecord({"num-examples": n, "train_loss": 1.0})
+    return RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
+
+
+def one_round(strategy, contents: list[RecordDict]):
+    msgs = list(strategy.configure_train(1, ArrayRecord(global_state()), ConfigRecord(), None))
+    return strategy.aggregate_train(
+        1, [reply_to(m, c) for m, c in zip(msgs, contents, strict=False)]
+    )
+
+
+# --------------------------------------------------------------------------- weights
+def test_cap_weights_rules() -> None:
+    # discovery size caps a claim; 2 x lower median caps the rest; nobody holds half
+    w, why = cap_weights([600, 600, 5000], [600, 600, 600])
+    assert w == [600, 600, 600] and why[2] and "discovery" in why[2]
+    w, _ = cap_weights([600] * 9 + [1e12], [None] * 10)
+    assert w == [600] * 9 + [1200]
+    w, why = cap_weights([1.0, 1.0, 1e12], [None] * 3)  # 2 x median = 2 would be half
+    assert w == [1.0, 1.0, 1.0] and "half" in (why[2] or "")
+    w, _ = cap_weights([100.0, 600.0, 1e12], [None] * 3)  # honest ones unequal
+    assert max(w) / sum(w) < 0.5
+    assert cap_weights([300, 400, 500], [None] * 3) == ([300, 400, 500], [None] * 3)  # honest
+    with pytest.raises(ValueError):
+        cap_weights([1.0], [None], cap_ratio=0.5)
+
+
+@pytest.mark.parametrize("n_honest", [2, 3, 9])
+@pytest.mark.parametrize("claim", [1e12, 1e39, 1.7e308])
+def test_one_huge_claim_never_holds_half_of_the_round(n_honest: int, claim: float) -> None:
+    rng = np.random.default_rng(n_honest)
+    claims = [float(c) for c in rng.integers(50, 2000, n_honest)] + [claim]
+    w, _ = cap_weights(claims, [None] * len(claims))
+    assert all(np.isfinite(w)) and w[-1] / sum(w) < 0.5
+
+
+@pytest.mark.parametrize("name", ["fedavg", "rlr", "dp-fixed"])
+@pytest.mark.parametrize("claim", [1e12, 1e39])
+def test_a_huge_weight_claim_neither_dominates_nor_poisons_the_model(name: str, claim: float):
+    strategy = make(name, **{"dp-noise-multiplier": 0.0, "dp-clip": 100.0, "rlr-theta": 1})
+    states = honest(9)
+    attacker = {
+        "w": torch.full((4, 3), 50.0),
+        "b": torch.full((3,), 50.0),
+        "steps": torch.tensor(6),
+    }
+    arrays, metrics = one_round(strategy, [plain(s) for s in states] + [plain(attacker, claim)])
+    new = arrays.to_torch_state_dict()
+    assert torch.isfinite(new["w"]).all() and torch.isfinite(new["b"]).all()
+    # the attacker's share is at most 2/11 (FedAvg): far from its model (50 everywhere)
+    assert float(new["w"].abs().max()) < 50.0 * 2 / 11 + 1
+    assert metrics["rejected_replies"] == 0
+    if name != "dp-fixed":  # DP-FedAvg ignores claims (uniform weights)
+        assert metrics["weight_capped"] == 1
+
+
+# --------------------------------------------------------------------------- records, metrics
+def test_forged_server_keys_land_in_the_client_namespace() -> None:
+    metrics = MetricRecord({"num-examples": 600.0, "train_loss": 0.5})
+    content = faulty_reply("metrics", honest(1)[0], metrics)
+    arrays, out = one_round(make("fedavg"), [content] + [plain(s) for s in honest(3, 1)])
+    assert arrays is not None
+    for key in FORGED_METRICS:
+        assert f"client.{key}" in out  # the strategy prefixes every client metric ...
+    assert out["rejected_replies"] == 0  # ... and its own keys stay its own
+    assert not any(k in out for k in ("round", "adversarial", "model_updated"))
+
+
+def test_a_second_record_is_refused_not_ignored() -> None:
+    content = faulty_reply("records", honest(1)[0], MetricRecord({"num-examples": 600.0}))
+    arrays, out = one_round(make("fedavg"), [content] + [plain(s) for s in honest(3, 1)])
+    assert out["rejected_replies"] == 1 and out["aggregated_replies"] == 3
+    assert out["client.train_loss"] == 1.0  # the -9.99 record never weighed anything
+
+
+@pytest.mark.parametrize(
+    ("metrics", "why"),
+    [
+        ({"num-examples": 600.0, "loss": float("nan")}, "not finite"),
+        ({"num-examples": 600.0, "Bad Key!": 1.0}, "not allowed"),
+        ({"num-examples": 600.0, "x": [1.0, 2.0]}, "not a number"),
+        ({"num-examples": 600.0, **{f"k{i}": 1.0 for i in range(40)}}, "at most"),
+        ({"train_loss": 1.0}, "missing"),
+        ({"num-examples": -9.99}, "positive"),
+    ],
+)
+def test_bad_metrics_reject_the_reply(metrics: dict, why: str, caplog) -> None:
+    bad = RecordDict({"arrays": ArrayRecord(honest(1)[0]), "metrics": MetricRecord(metrics)})
+    _, out = one_round(make("fedavg"), [bad] + [plain(s) for s in honest(3, 1)])
+    assert out["rejected_replies"] == 1
+    assert why in caplog.text
+
+
+# --------------------------------------------------------------------------- array bytes
+def _lying_array(values: np.ndarray, declared_shape: tuple[int, ...], dtype: str) -> Array:
+    buf = io.BytesIO()
+    np.save(buf, values, allow_pickle=False)
+    return Array(dtype=dtype, shape=declared_shape, stype="numpy.ndarray", data=buf.getvalue())
+
+
+@pytest.mark.parametrize("name", ["fedavg", "krum", "median", "multikrum"])
+def test_bytes_that_disagree_with_the_declared_shape_are_rejected(name: str) -> None:
+    strategy = make(name, **{"krum-f": 1})
+    contents = [plain(s) for s in honest(9)]
+    liar = ArrayRecord(honest(1, 7)[0])
+    liar["w"] = _lying_array(np.full(12, 99.0, np.float32), (4, 3), "float32")
+    contents.append(RecordDict({"arrays": liar,
+                                "metrics": MetricRecord({"num-examples": 600.0})}))  # fmt: skip
+    arrays, out = one_round(strategy, contents)
+    assert out["rejected_replies"] == 1
+    assert float(arrays.to_torch_state_dict()["w"].abs().max()) < 10  # never the liar's model
+
+
+def test_integer_buffer_bytes_that_disagree_never_crash_the_server() -> None:
+    contents = [plain(s) for s in honest(5)]
+    liar = ArrayRecord(honest(1, 3)[0])
+    liar["steps"] = _lying_array(np.arange(3, dtype=np.int64), (), "int64")  # ResNet counters
+    contents.append(RecordDict({"arrays": liar,
+                                "metrics": MetricRecord({"num-examples": 600.0})}))  # fmt: skip
+    arrays, out = one_round(make("fedavg"), contents)
+    assert out["rejected_replies"] == 1 and arrays.to_torch_state_dict()["steps"].item() == 6
+    content = faulty_reply("bytes", honest(1)[0], MetricRecord({"num-examples": 600.0}))
+    _, out = one_round(make("fedavg"), [content] + [plain(s) for s in honest(3, 1)])
+    assert out["rejected_replies"] == 1
+
+
+def test_pickled_or_foreign_serialisations_are_refused() -> None:
+    liar = ArrayRecord(honest(1)[0])
+    liar["b"] = Array(dtype="float32", shape=(3,), stype="torch.save", data=b"\x80\x04junk")
+    content = RecordDict({"arrays": liar, "metrics": MetricRecord({"num-examples": 600.0})})
+    _, out = one_round(make("fedavg"), [content] + [plain(s) for s in honest(3, 1)])
+    assert out["rejected_replies"] == 1
+
+
+def test_an_exception_while_screening_rejects_only_that_reply(monkeypatch) -> None:
+    import strategies.updates as updates
+
+    real = updates.Layout.decode
+    calls = {"n": 0}
+
+    def flaky(self, arrays):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("boom")
+        return real(self, arrays)
+
+    monkeypatch.setattr(updates.Layout, "decode", flaky)
+    arrays, out = one_round(make("fedavg"), [plain(s) for s in honest(4)])
+    assert out["rejected_replies"] == 1 and out["aggregated_replies"] == 3 and arrays is not None
+
+
+def test_a_rule_that_raises_skips_the_round_instead_of_crashing(monkeypatch) -> None:
+    strategy = make("median")
+    monkeypatch.setattr(strategy, "aggregate_updates",
+                        lambda *a: (_ for _ in ()).throw(RuntimeError("rule bug")))  # fmt: skip
+    arrays, out = one_round(strategy, [plain(s) for s in honest(4)])
+    assert arrays is None and out["aggregated_replies"] == 0
+
+
+# --------------------------------------------------------------------------- aggregates
+def test_a_non_finite_or_misshapen_aggregate_is_refused() -> None:
+    layout = Layout.of(ArrayRecord(global_state()))
+    assert layout.aggregate_problem(ArrayRecord(global_state())) is None
+    nan = {**global_state(), "b": torch.tensor([0.0, float("nan"), 0.0])}
+    assert "NaN" in layout.aggregate_problem(ArrayRecord(nan))
+    wrong = {**global_state(), "w": torch.zeros(12)}
+    assert "expected" in layout.aggregate_problem(ArrayRecord(wrong))
+
+
+# --------------------------------------------------------------------------- evaluate
+def test_evaluate_replies_are_screened_and_averaged_per_key() -> None:
+    strategy = make("fedavg", **{"federated-eval": True})
+    arrays = ArrayRecord(global_state())
+    list(strategy.configure_train(1, arrays, ConfigRecord(), None))
+    msgs = list(strategy.configure_evaluate(1, arrays, ConfigRecord(), None))
+    good = [
+        RecordDict(
+            {"metrics": MetricRecord({"eval_acc": 0.5, "eval_loss": 1.0, "num-examples": 600.0})}
+        )  # fmt: skip
+        for _ in range(7)
+    ]
+    forged = RecordDict(
+        {
+            "metrics": faulty_eval_metrics(
+                "metrics", MetricRecord({"eval_acc": 0.9, "eval_loss": 0.1, "num-examples": 600.0})
+            )
+        }
+    )
+    extra_record = RecordDict({"metrics": MetricRecord({"eval_acc": 1.0, "num-examples": 1.0}),
+                               "x": MetricRecord({"num-examples": -1.0})})  # fmt: skip
+    huge = RecordDict({"metrics": MetricRecord({"eval_acc": 0.0, "num-examples": 1e39})})
+    contents = [*good, forged, extra_record, huge]
+    out = strategy.aggregate_evaluate(
+        1, [reply_to(m, c) for m, c in zip(msgs, contents, strict=True)]
+    )
+    assert strategy.last_eval.rejected and len(strategy.last_eval.rejected) == 1
+    assert "client.round" in out and "round" not in out
+    # 7 x 0.5 + 0.9 (weight 600 each) + 0.0 (capped to 1200)
+    assert out["client.eval_acc"] == pytest.approx((7 * 0.5 + 0.9) * 600 / (8 * 600 + 1200))
