@@ -140,9 +140,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     loss, acc = evaluate_model(
         model, dataset, dataset.train, resolve_device(str(cfg["device"])), indices=indices
     )
-    metrics = MetricRecord(
-        {"eval_loss": loss, "eval_acc": acc, "num-examples": int(indices.numel())}
-    )
+    metrics = MetricRecord({"loss": loss, "acc": acc, "num-examples": int(indices.numel())})
     fault = parse_faults(str(cfg["inject-faults"])).get(identity.partition_id)
     if fault is not None:
         metrics = faulty_eval_metrics(fault, metrics)

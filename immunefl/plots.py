@@ -62,7 +62,23 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
         c = run["config"]
         extra = ", ".join(f"{k}={c.get(k)}" for k in varying)
         groups.setdefault(defense_label(c) + (f" [{extra}]" if extra else ""), []).append(run)
-    return groups
+    return {label + delivery_note(members): members for label, members in groups.items()}
+
+
+def undelivered(run: Run) -> list[int]:
+    """Adversarial rounds of `run` in which no malicious update reached the rule."""
+    return list(run["summary"].get("attack_not_delivered_rounds") or [])
+
+
+def delivery_note(runs: Sequence[Run]) -> str:
+    """`` (attack not delivered ...)`` when some adversarial round of some run delivered no
+    malicious update: such a curve or row measures no defense there."""
+    missed = [r for r in runs if undelivered(r)]
+    if not missed:
+        return ""
+    if len(runs) == 1:
+        return f" (attack not delivered in rounds {undelivered(missed[0])})"
+    return f" (attack not delivered in {len(missed)}/{len(runs)} runs)"
 
 
 def attack_metric(runs: Sequence[Run]) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from immunefl.plots import defense_label, group_runs
+from immunefl.plots import defense_label, delivery_note, group_runs
 
 
 def load_runs(roots: Iterable[Path]) -> list[dict[str, Any]]:
@@ -56,7 +56,8 @@ def run_table(runs: list[dict[str, Any]]) -> str:
         c, s = run["config"], run["summary"]
         mit = s.get("mitigation_rounds") or {}
         lines.append(
-            f"| {c['run-name']} | {defense_label(c)} | {c['partitioning']} | {c['seed']} "
+            f"| {c['run-name']}{delivery_note([run])} | {defense_label(c)} | {c['partitioning']} "
+            f"| {c['seed']} "
             f"| {_fmt(s['final_benign_acc'])} | {_fmt(_after(run, 0))} | {_fmt(_after(run, 1))} "
             f"| {_fmt(_after(run, 3))} | {_fmt(run['rows'][-1].get(_metric(run) or '', None))} "
             f"| {', '.join(f'{k}: {v}' for k, v in mit.items()) or '-'} |"

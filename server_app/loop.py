@@ -27,7 +27,7 @@ from server_app.results import RunRecorder
 from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
 from server_app.transport import MAX_INTERVAL, exchange
-from strategies.updates import Layout, Screened
+from strategies.updates import EVAL_PREFIX, Layout, Screened
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 
@@ -144,7 +144,7 @@ def run_rounds(
             evaluated = strategy_screening(strategy, "last_eval")
             if stop_on_client_error and (bugs := unexpected_failures(evaluated, roster)):
                 raise ClientFailure(f"round {server_round} (evaluate): " + "\n".join(bugs))
-            row.update({k: v for k, v in (eval_metrics or {}).items() if k.startswith("client.")})
+            row.update({k: v for k, v in (eval_metrics or {}).items() if k.startswith(EVAL_PREFIX)})
             row["eval_failed"] = len(evaluated.failed) + len(eval_messages) - len(eval_replies)
             row["eval_rejected"] = len(evaluated.rejected)
         t_eval = time.perf_counter()

@@ -38,6 +38,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from strategies.mean import weighted_mean
 from strategies.updates import (
+    EVAL_PREFIX,
     METRICS_KEY,
     Layout,
     ReplyRejected,
@@ -229,7 +230,7 @@ class ImmuneFedAvg(FedAvg):
     ) -> MetricRecord | None:
         """Client-side evaluation replies, screened like train replies: exactly one
         ``metrics`` record of finite numbers and a positive (capped) weight; averaged per key
-        as ``client.<key>``. A bad reply is rejected and counted, never fatal."""
+        as ``client_eval.<key>``. A bad reply is rejected and counted, never fatal."""
         out = Screened()
         claims: list[float] = []
         for msg in self._ordered(replies):
@@ -258,7 +259,7 @@ class ImmuneFedAvg(FedAvg):
         self.last_eval = out
         if not out.nodes:
             return None
-        return MetricRecord(mean_client_metrics(out.metrics, weights))
+        return MetricRecord(mean_client_metrics(out.metrics, weights, EVAL_PREFIX))
 
     def aggregate_accepted(
         self, server_round: int, screened: Screened

@@ -42,6 +42,8 @@ WEIGHT_KEY = "num-examples"
 #: Client metrics reach rounds.jsonl and Prometheus under this prefix only, so a client can
 #: never write a key of the server's bookkeeping (``round``, ``rejected_replies``, ...).
 CLIENT_PREFIX = "client."
+#: ... and client-side evaluation metrics under this one (``client_eval.acc``).
+EVAL_PREFIX = "client_eval."
 MAX_METRICS = 32
 METRIC_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 NUMPY_STYPE = "numpy.ndarray"
@@ -302,9 +304,9 @@ def screen_replies(
 
 
 def mean_client_metrics(
-    metrics: Sequence[Mapping[str, float]], weights: Sequence[float]
+    metrics: Sequence[Mapping[str, float]], weights: Sequence[float], prefix: str = CLIENT_PREFIX
 ) -> dict[str, float]:
-    """Per key, the weighted mean over the replies that report the key, as ``client.<key>``.
+    """Per key, the weighted mean over the replies that report the key, as ``<prefix><key>``.
 
     Replies need not share keys (malicious nodes report fewer, FL-WBC nodes report
     ``wbc_perturbed_fraction``): a key is averaged over the nodes that sent it, never diluted
@@ -316,7 +318,7 @@ def mean_client_metrics(
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + w * value
             totals[key] = totals.get(key, 0.0) + w
-    return {CLIENT_PREFIX + k: sums[k] / totals[k] for k in sorted(sums) if totals[k] > 0}
+    return {prefix + k: sums[k] / totals[k] for k in sorted(sums) if totals[k] > 0}
 
 
 def apply_update(

@@ -135,24 +135,83 @@ def test_garbage_nodes_rejected_robust_rule_and_wbc_run_on(
         assert r["rejected_replies"] == rejected, r
         assert r["failed_replies"] == crashed, r
         assert r["aggregated_replies"] == 5 - rejected - crashed, r
-        assert r["wbc_perturbed_fraction"] > 0
+        assert r["client.wbc_perturbed_fraction"] > 0
     assert rows[-1]["benign_acc"] > 0.5
     assert "rejected reply from node" in out.stdout
 
 
-def test_failed_run_exits_nonzero(tmp_path: Path) -> None:
+def test_unwritable_results_dir_is_refused_before_anything_starts(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("results-dir cannot live under a regular file")
+    flwr_home = tmp_path / "flwr-home"
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "run", SMOKE, "--quiet", "--flwr-home",
+         str(flwr_home), "--set", f"results-dir={blocker / 'results'}"],
+        capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "results-dir: cannot write results to" in out.stderr and "a-file" in out.stderr
+    assert not (flwr_home / "superlink").exists()  # nothing was started
+
+
+def test_a_node_bug_stops_the_simulation_with_its_traceback(
+    tmp_path: Path, fmnist_dir: Path
+) -> None:
     out = _launch(
-        tmp_path,
-        str(PROJECT_ROOT / "configs" / "smoke.yaml"),
-        "--set",
-        f"results-dir={blocker / 'results'}",
-        "--set",
-        "num-server-rounds=1",
-    )
-    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "finished:failed" in out.stderr
+        tmp_path, SMOKE, "--set", f"results-dir={tmp_path / 'r'}", "--set", "run-name=bug",
+        "--set", f"data-dir={fmnist_dir}", "--set", "inject-faults=0:bug,1:bug,2:bug",
+        "--quiet",
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((tmp_path / "r" / "bug" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "ClientFailure" in summary["error"] and "ZeroDivisionError" in summary["error"]
+    assert "Traceback" in summary["error"] and "faults.py" in summary["error"]
+    assert "ZeroDivisionError" in out.stderr and "Traceback" in out.stderr  # shown to the user
+    assert not (tmp_path / "r" / "bug" / "rounds.jsonl").read_text()  # stopped in round 1
+
+
+def test_nothing_learned_is_a_failure_not_a_completed_run(tmp_path: Path, fmnist_dir: Path):
+    out = _launch(
+        tmp_path, SMOKE, "--set", f"results-dir={tmp_path / 'r'}", "--set", "run-name=dead",
+        "--set", f"data-dir={fmnist_dir}", "--set", "fail-prob=1.0",
+        "--set", "num-server-rounds=2", "--quiet",
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((tmp_path / "r" / "dead" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds_not_updated"] == [1, 2]
+    assert summary["failed_replies_total"] == 10
+    rows = _rows(tmp_path / "r" / "dead")
+    assert all(r["failed_benign"] == 5 and not r["model_updated"] for r in rows)
+
+
+def test_lying_clients_neither_dominate_freeze_overwrite_nor_crash(
+    tmp_path: Path, fmnist_dir: Path
+) -> None:
+    faults = {5: "weight", 6: "metrics", 7: "records", 8: "bytes"}
+    out = _launch(
+        tmp_path, SMOKE, "--set", f"results-dir={tmp_path / 'r'}", "--set", "run-name=liars",
+        "--set", f"data-dir={fmnist_dir}", "--set", "federated-eval=true",
+        "--set", "metrics-port=0",
+        "--set", "inject-faults=" + ",".join(f"{p}:{k}" for p, k in faults.items()), "--quiet",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = _rows(tmp_path / "r" / "liars")
+    assert [r["round"] for r in rows] == [1, 2, 3]  # never overwritten by a client
+    assert any(set(r["sampled"]) & set(faults) for r in rows)  # the liars took part
+    for r in rows:
+        sampled = set(r["sampled"])
+        assert r["model_updated"] and r["aggregate_rejected"] == 0, r  # never frozen
+        assert r["rejected_replies"] == len(sampled & {7, 8}) == r["rejected_benign"], r
+        assert r["weight_capped"] == len(sampled & {5}), r
+        assert r["adversarial"] is False and r["failed_replies"] == 0, r
+        if 6 in sampled:
+            assert r["client.round"] == 1.0 and r["client.rejected_replies"] == -100.0
+        assert r["client_eval.acc"] > 0 and r["eval_rejected"] == 0, r
+    assert rows[-1]["benign_acc"] > 0.5  # not dominated by the 1e39 claim
+    summary = json.loads((tmp_path / "r" / "liars" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["rejected_replies_total"] == sum(r["rejected_replies"] for r in rows) > 0
 
 
 def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Path) -> None:
@@ -179,7 +238,7 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     assert all(p["ok"] and p["summary"]["rounds_completed"] == 1 for p in result["points"])
     rows = [_rows(tmp_path / "res" / "sw" / name)[0] for name in ("wbc-s=0.0", "wbc-s=0.4")]
     assert rows[0]["sampled"] == rows[1]["sampled"]
-    assert rows[0]["wbc_perturbed_fraction"] == 0 < rows[1]["wbc_perturbed_fraction"]
+    assert rows[0]["client.wbc_perturbed_fraction"] == 0 < rows[1]["client.wbc_perturbed_fraction"]
     rep = subprocess.run(
         [sys.executable, "-m", "immunefl.cli", "report", str(tmp_path / "res" / "sw")],
         capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,

@@ -219,25 +219,25 @@ def test_evaluate_replies_are_screened_and_averaged_per_key() -> None:
     msgs = list(strategy.configure_evaluate(1, arrays, ConfigRecord(), None))
     good = [
         RecordDict(
-            {"metrics": MetricRecord({"eval_acc": 0.5, "eval_loss": 1.0, "num-examples": 600.0})}
+            {"metrics": MetricRecord({"acc": 0.5, "loss": 1.0, "num-examples": 600.0})}
         )  # fmt: skip
         for _ in range(7)
     ]
     forged = RecordDict(
         {
             "metrics": faulty_eval_metrics(
-                "metrics", MetricRecord({"eval_acc": 0.9, "eval_loss": 0.1, "num-examples": 600.0})
+                "metrics", MetricRecord({"acc": 0.9, "loss": 0.1, "num-examples": 600.0})
             )
         }
     )
-    extra_record = RecordDict({"metrics": MetricRecord({"eval_acc": 1.0, "num-examples": 1.0}),
+    extra_record = RecordDict({"metrics": MetricRecord({"acc": 1.0, "num-examples": 1.0}),
                                "x": MetricRecord({"num-examples": -1.0})})  # fmt: skip
-    huge = RecordDict({"metrics": MetricRecord({"eval_acc": 0.0, "num-examples": 1e39})})
+    huge = RecordDict({"metrics": MetricRecord({"acc": 0.0, "num-examples": 1e39})})
     contents = [*good, forged, extra_record, huge]
     out = strategy.aggregate_evaluate(
         1, [reply_to(m, c) for m, c in zip(msgs, contents, strict=True)]
     )
     assert strategy.last_eval.rejected and len(strategy.last_eval.rejected) == 1
-    assert "client.round" in out and "round" not in out
+    assert "client_eval.round" in out and "round" not in out
     # 7 x 0.5 + 0.9 (weight 600 each) + 0.0 (capped to 1200)
-    assert out["client.eval_acc"] == pytest.approx((7 * 0.5 + 0.9) * 600 / (8 * 600 + 1200))
+    assert out["client_eval.acc"] == pytest.approx((7 * 0.5 + 0.9) * 600 / (8 * 600 + 1200))

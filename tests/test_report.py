@@ -12,14 +12,17 @@ from server_app.app import attack_summary
 from server_app.results import RunRecorder, summarize
 
 
-def _run(root: Path, name: str, seed: int, confs: list[float], **cfg) -> None:
+def _run(
+    root: Path, name: str, seed: int, confs: list[float], delivered: bool = True, **cfg
+) -> None:
     config = {**load_schema(), "run-name": name, "seed": seed, "attack": "targeted",
               "adv-rounds": "2", **cfg}  # fmt: skip
     rec = RunRecorder(root / name)
     rec.write_config(config)
     for r, c in enumerate(confs, start=1):
         rec.append_round({"round": r, "adversarial": r == 2, "benign_acc": 0.5 + 0.1 * r,
-                          "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0})  # fmt: skip
+                          "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0,
+                          "malicious_aggregated": 5 if r == 2 and delivered else 0})  # fmt: skip
     summary = summarize(rec.rows, 5.0)
     summary.update(attack_summary(rec.rows, config, [2]))
     rec.write_summary(summary)
@@ -97,3 +100,20 @@ def test_defense_parameters_never_merge_groups(tmp_path: Path) -> None:
     table = group_table(runs)
     assert "| invariant tau=0.2 alpha=0.0 | iid | 1 |" in table
     assert "| invariant tau=0.2 alpha=0.25 | iid | 1 |" in table
+
+
+def test_runs_whose_attack_was_not_delivered_are_marked_everywhere(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs
+
+    _run(tmp_path, "a0", 0, [0.1, 0.1, 0.1, 0.1], delivered=False)
+    _run(tmp_path, "a1", 1, [0.1, 0.9, 0.8, 0.6])
+    text = report([tmp_path])
+    assert "| FedAvg (attack not delivered in 1/2 runs) | iid | 2 |" in text  # group table
+    assert "| a0 (attack not delivered in rounds [2]) | FedAvg |" in text  # run table
+    assert "| a1 | FedAvg |" in text
+    runs = load_runs([tmp_path])
+    fig, data = plots.attack_figure(runs)
+    assert list(data["curves"]) == ["FedAvg (attack not delivered in 1/2 runs)"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("attack not delivered" in t for t in legend)
