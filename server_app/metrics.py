@@ -46,6 +46,15 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
         "asr"),
     "immunefl_adversarial_round": (
         "gauge", "1 when malicious nodes trained in the last round, else 0.", "adversarial"),
+    "immunefl_malicious_aggregated": (
+        "gauge", "Malicious updates that reached the aggregation rule in the last round "
+        "(0 in an adversarial round: the attack was not delivered).", "malicious_aggregated"),
+    "immunefl_aggregate_rejected": (
+        "gauge", "1 when the last round's aggregate was refused (not a finite model).",
+        "aggregate_rejected"),
+    "immunefl_weight_capped": (
+        "gauge", "Replies of the last round whose claimed example count was capped.",
+        "weight_capped"),
     "immunefl_replies_total": (
         "counter", "Training replies by status: ok (aggregated), rejected (screened out), "
         "failed (error, timeout or missing).", None),

@@ -17,6 +17,7 @@ exception stops the run (`ClientFailure`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from server_app.roster import Roster
 from strategies.updates import Screened
 
 MALICIOUS = "malicious"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class ClientFailure(RuntimeError):
@@ -66,7 +68,8 @@ def round_outcomes(
 def unexpected_failures(screened: Screened, roster: Roster) -> list[str]:
     """The failed replies that no configured fault explains, described for a person."""
     out = []
-    for node, reason in screened.failed:
+    for node, raw in screened.failed:
+        reason = ANSI_ESCAPE.sub("", raw)  # Ray colours its tracebacks
         if INJECTED not in reason:
             try:
                 where = f"partition {roster.partition_of(node)}, {_role(roster, node)}"
