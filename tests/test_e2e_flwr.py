@@ -294,3 +294,31 @@ def test_targeted_attack_poisons_fedavg_at_its_round_and_aep_is_tracked(
     assert summary["adversarial_rounds"] == [2] and "2" in summary["mitigation_rounds"]
     config = json.loads((tmp_path / "res" / "atk" / "config.json").read_text())
     assert config["_meta"]["malicious_partitions"] == [48, 49]
+
+
+def test_continuous_backdoor_on_cifar_format_data_is_delivered_every_round(
+    tmp_path: Path,
+) -> None:
+    """3-channel data (CIFAR-10's pickle layout, generated): the backdoor really runs, its
+    updates reach the rule in every round, and ASR is measured each round."""
+    from tests.conftest import make_fake_cifar10
+
+    data = make_fake_cifar10(tmp_path / "data", per_batch=40).parent
+    out = _launch(
+        tmp_path, "--set", f"results-dir={tmp_path / 'r'}", "--set", "run-name=cifar",
+        "--set", f"data-dir={data}", "--set", "dataset=cifar10", "--set", "model=cnn-cifar",
+        "--set", "num-partitions=10", "--set", "clients-per-round=5",
+        "--set", "num-server-rounds=3", "--set", "num-malicious=5",
+        "--set", "attack=backdoor", "--set", "attack-mode=continuous",
+        "--set", "attack-local-epochs=1", "--set", "malicious-placement=first",
+        "--set", "save-model=false", "--quiet",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = _rows(tmp_path / "r" / "cifar")
+    assert len(rows) == 3
+    for r in rows:
+        assert r["failed_replies"] == 0 and r["rejected_replies"] == 0, r
+        assert r["adversarial"] and r["malicious_aggregated"] == len(r["malicious"]) >= 1, r
+        assert 0.0 <= r["asr"] <= 1.0
+    summary = json.loads((tmp_path / "r" / "cifar" / "summary.json").read_text())
+    assert summary["attack_not_delivered_rounds"] == [] and summary["attack_fully_delivered"]
