@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from attacks.base import AttackContext, State, boost
-from attacks.triggers import DBA_PARTS, trigger_mask
+from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
 
@@ -88,7 +88,7 @@ class Backdoor:
         h, w = ctx.dataset.train.images.shape[-2:]
         part = ctx.malicious.index(ctx.partition_id) % DBA_PARTS if self.kind == "dba" else None
         mask = trigger_mask(h, w, self.size, part).to(ctx.device)
-        bright = ctx.dataset.normalize(torch.full((1, 1, 1, 1), 255, dtype=torch.uint8)).item()
+        white = normalized_white(ctx.dataset).to(ctx.device)
         pool = self._poison_pool(ctx)
         pick = torch.Generator(device="cpu").manual_seed(int(generator.initial_seed()) ^ 0x5EED)
 
@@ -96,7 +96,7 @@ class Backdoor:
             k = max(1, round(self.fraction * len(y)))
             x, y = x.clone(), y.clone()
             if pool is None:
-                x[:k, :, mask] = bright
+                x[:k, :, mask] = white  # (C, 1): each channel's own white
             else:
                 x[:k] = pool[torch.randint(len(pool), (k,), generator=pick).to(pool.device)]
             y[:k] = self.target

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 DBA_PARTS = 4
@@ -27,6 +29,19 @@ def trigger_mask(height: int, width: int, size: int, part: int | None = None) ->
     cols = (left, left + half) if part in (0, 2) else (left + half, left + size)
     mask[rows[0] : rows[1], cols[0] : cols[1]] = True
     return mask
+
+
+def normalized_white(dataset: Any) -> torch.Tensor:
+    """The trigger's white (uint8 255) after the dataset's normalisation, per channel: ``(C, 1)``.
+
+    Poisoned batches are already normalised, and the normalisation differs per channel
+    (CIFAR-10), so the value written into a batch is each channel's own white; the server's
+    ASR test applies the trigger in uint8 (`apply_trigger`) and normalises after, which gives
+    the same pixels.
+    """
+    channels = int(dataset.train.images.shape[1])
+    white = torch.full((1, channels, 1, 1), 255, dtype=torch.uint8)
+    return dataset.normalize(white).reshape(channels, 1)
 
 
 def apply_trigger(images: torch.Tensor, mask: torch.Tensor, value: int = 255) -> torch.Tensor:
