@@ -5,7 +5,16 @@ AND-mask (Definition 7, with the threshold on the *normalised* sign consistency,
 Theorem 10's tau = 1 - 2*alpha and Table 3's tau = 0.2 / 0.6 use it):
 
     c_k = | (1/n) * sum_i sign(U_ik) |  in [0, 1],   sign(0) = 0
-    m_k = 1[c_k > tau]
+    m_k = 1[c_k >= tau]
+
+A coordinate whose consistency *equals* tau is kept: the proof of Theorem 10 needs "a dimension
+with at least N - alpha*N benign elements pointing to the benign direction will not be masked
+out" with tau = 1 - 2*alpha, and N - alpha*N agreeing votes against alpha*N give exactly
+c = 1 - 2*alpha = tau; the authors' code keeps ``>= 0.6`` too. Vote counts are integers, so ties
+are common (n = 10, tau = 0.2: 6 vs 4 votes; n = 20, tau = 0.6: 16 vs 4); the comparison is made
+on the integer vote count, ``|sum_i sign(U_ik)| >= tau * n``, with a tolerance far below one vote
+so that ``tau * n`` computed in floating point (0.6 * 20 = 12.000000000000002) cannot mask a tie.
+tau = 0 keeps every coordinate (the trimmed mean alone).
 
 Aggregate (Algorithm 1): g~ = m (elementwise) TrMean({U_i}; alpha)   (Definition 9).
 
@@ -28,13 +37,33 @@ def sign_consistency(U: torch.Tensor) -> torch.Tensor:
     return sign_votes(M).abs_().div_(M.shape[0]).reshape(dims)
 
 
+#: Tolerance on the vote count: far below one vote, far above float rounding of tau * n.
+VOTE_TOLERANCE = 1e-6
+
+
 def and_mask(U: torch.Tensor, tau: float) -> torch.Tensor:
-    """m_k = 1[c_k > tau] (Definition 7, normalised) as a 0/1 tensor of ``U``'s dtype."""
+    """m_k = 1[c_k >= tau] (Definition 7, normalised; ties kept, see the module doc) as a 0/1
+    tensor of ``U``'s dtype, computed on the integer vote counts.
+
+    >>> U = torch.tensor([[1.0, 1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, 1.0]])
+    >>> and_mask(U, 0.6).tolist()  # votes 3/5 = 0.6 (a tie) and 3/5: both kept
+    [1.0, 1.0]
+    """
     if not 0.0 <= tau < 1.0:
         raise ValueError(f"AND-mask threshold tau must be in [0, 1), got {tau}")
-    return (sign_consistency(U) > tau).to(U.dtype)
+    M, dims = as_matrix(U)
+    votes = sign_votes(M).abs_()
+    return (votes >= tau * M.shape[0] - VOTE_TOLERANCE).to(U.dtype).reshape(dims)
+
+
+def invariant_aggregate_with_mask(
+    U: torch.Tensor, tau: float, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Algorithm 1's ``and_mask(U, tau) * trimmed_mean(U, alpha)``, the mask)."""
+    mask = and_mask(U, tau)
+    return mask * trimmed_mean(U, alpha), mask
 
 
 def invariant_aggregate(U: torch.Tensor, tau: float, alpha: float) -> torch.Tensor:
     """Algorithm 1: ``and_mask(U, tau) * trimmed_mean(U, alpha)``."""
-    return and_mask(U, tau).mul_(trimmed_mean(U, alpha))
+    return invariant_aggregate_with_mask(U, tau, alpha)[0]

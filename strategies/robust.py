@@ -10,7 +10,7 @@ import torch
 from immunefl.seeding import torch_generator
 from strategies.cdp import central_dp_aggregate
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
-from strategies.invariant import and_mask
+from strategies.invariant import invariant_aggregate_with_mask
 from strategies.mean import weighted_mean
 from strategies.median import coordinate_median
 from strategies.rlr import robust_lr_sign
@@ -95,10 +95,9 @@ class InvariantStrategy(ImmuneFedAvg):
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
     ) -> tuple[torch.Tensor, Diagnostics]:
-        mask = and_mask(U, self.tau)
+        update, mask = invariant_aggregate_with_mask(U, self.tau, self.alpha)
         density = float(mask.mean())
         k = trim_count(U.shape[0], self.alpha)
-        update = mask.mul_(trimmed_mean(U, self.alpha))
         return update, {
             "mask_density": density,
             "masked_out_fraction": 1.0 - density,

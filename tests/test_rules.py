@@ -53,7 +53,8 @@ def test_and_mask_all_equal_all_split_and_zeros() -> None:
     c = sign_consistency(U)
     assert c.tolist() == [1.0, 0.0, 0.0, 0.75]  # sign(0) = 0 counts as no vote
     assert and_mask(U, 0.5).tolist() == [1.0, 0.0, 0.0, 1.0]
-    assert and_mask(U, 0.75).tolist() == [1.0, 0.0, 0.0, 0.0]  # strictly greater than tau
+    assert and_mask(U, 0.75).tolist() == [1.0, 0.0, 0.0, 1.0]  # c = tau is kept (Theorem 10)
+    assert and_mask(U, 0.76).tolist() == [1.0, 0.0, 0.0, 0.0]
     out = invariant_aggregate(U, tau=0.5, alpha=0.25)
     # column 0: trim 1 per side of [1,1,2,3] -> mean(1,2) = 1.5; column 3: [0,1,2,3] -> 1.5
     assert out.tolist() == [1.5, 0.0, 0.0, 1.5]
@@ -163,14 +164,14 @@ def test_every_rule_is_permutation_invariant(n: int, seed: int) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(3, 20), tau=st.sampled_from([0.0, 0.2, 0.5, 0.8]), seed=st.integers(0, 999))
-def test_invariant_is_zero_exactly_where_agreement_at_most_tau(
+def test_invariant_is_zero_exactly_where_agreement_below_tau(
     n: int, tau: float, seed: int
 ) -> None:
     g = torch.Generator().manual_seed(seed)
     U = torch.randn(n, 200, generator=g)
     U[:, :20] = U[:, :20].abs() + 0.1  # unanimous columns (trimmed mean is strictly positive)
     out = invariant_aggregate(U, tau, 0.1 if n >= 10 else 0.0)
-    low = sign_consistency(U) <= tau
+    low = sign_consistency(U) < tau - 1e-6
     assert bool((out[low] == 0).all())
     assert bool((out[:20] != 0).all())  # full agreement is never masked
 
@@ -181,3 +182,32 @@ def test_sorting_network_sorts(n: int) -> None:
     U = torch.randint(-3, 4, (n, 257), generator=g).float()  # many ties
     rows = order_stats._sorted_rows_cpu(U.clone(), torch.empty(257))
     torch.testing.assert_close(torch.stack(rows), torch.sort(U, dim=0).values)
+
+
+def _votes(pos: int, neg: int, zero: int = 0) -> torch.Tensor:
+    """One coordinate: `pos` clients with +1, `neg` with -1, `zero` with 0 (hand-counted)."""
+    return torch.tensor([1.0] * pos + [-1.0] * neg + [0.0] * zero).reshape(-1, 1)
+
+
+@pytest.mark.parametrize(
+    ("pos", "neg", "zero", "tau", "kept"),
+    [
+        (6, 4, 0, 0.2, True),  # n = 10: c = 2/10 = tau exactly (masked before the fix)
+        (4, 6, 0, 0.2, True),  # the same tie the other way round
+        (5, 5, 0, 0.2, False),  # one vote fewer: c = 0 < 0.2
+        (16, 4, 0, 0.6, True),  # n = 20: c = 12/20 = 0.6 = tau (0.6 * 20 = 12.000000000000002)
+        (15, 5, 0, 0.6, False),  # c = 10/20 = 0.5 < 0.6
+        (10, 0, 0, 0.8, True),  # c exactly 1
+        (10, 0, 0, 0.99, True),
+        (5, 5, 0, 0.0, True),  # c exactly 0 with tau = 0: the mask is off
+        (0, 0, 10, 0.0, True),  # all zero: c = 0, tau = 0 keeps it (the mean is 0 anyway)
+        (0, 0, 10, 0.1, False),  # ... any tau > 0 masks it
+        (7, 3, 0, 0.4, True),  # c = 0.4 = tau (0.4 * 10 = 4.000000000000001)
+        (3, 1, 1, 0.4, True),  # zeros count in n: c = 2/5 = 0.4
+    ],
+)
+def test_and_mask_keeps_ties_from_hand_counted_votes(pos, neg, zero, tau, kept) -> None:
+    U = _votes(pos, neg, zero)
+    assert and_mask(U, tau).item() == (1.0 if kept else 0.0)
+    out = invariant_aggregate(U, tau, 0.0)
+    assert (out.item() != 0.0 or float(U.mean()) == 0.0) if kept else out.item() == 0.0
