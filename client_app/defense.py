@@ -3,7 +3,7 @@
 - ``none``: plain local SGD;
 - ``wbc``: FL-WBC during training (`client_app.wbc`), keys ``wbc-s``, ``wbc-noise-param``;
 - ``ldp``: clip and noise the update before sending (`client_app.ldp`), ``ldp-clip``,
-  ``ldp-sigma``.
+  ``ldp-noise-multiplier``.
 
 Malicious nodes never apply the benign defense. Each defense's noise has its own stream keyed
 by (seed, round, partition), so switching defenses never changes any other random draw.
@@ -54,6 +54,6 @@ def release_state(
     if cfg["client-defense"] == "ldp":
         gen = _generator(cfg, "ldp-noise", server_round, partition_id, model)
         state = ldp_release(
-            state, global_state, float(cfg["ldp-clip"]), float(cfg["ldp-sigma"]), gen
+            state, global_state, float(cfg["ldp-clip"]), float(cfg["ldp-noise-multiplier"]), gen
         )
     return {k: v.cpu() for k, v in state.items()}

@@ -2,8 +2,13 @@
 
     u = W_local - W_global
     u <- u * min(1, C / ||u||_2)                (clip to L2 norm C = ldp-clip)
-    u <- u + Laplace noise of std sigma         (sigma = ldp-sigma, per coordinate)
+    u <- u + Laplace noise of std z * C         (z = ldp-noise-multiplier, per coordinate)
     send W_global + u
+
+Noise scale convention: a multiplier z of the clip norm, as in DP-FedAvg (McMahan et al. 2018):
+one client's clipped update has sensitivity C, so its noise std is ``z * C`` (the central DP
+baseline's is ``z * C / K`` on the mean of K). The FL-WBC paper states Laplace noise but defines
+no scale; Laplace is kept, with ``z * C`` its standard deviation.
 
 Flower's `LocalDpMod` adds Gaussian noise; the paper's baseline uses Laplace noise, so the
 clip-and-noise step lives here. The noise has its own seeded generator (``ldp-noise``).
@@ -30,14 +35,15 @@ def ldp_release(
     local: Mapping[str, torch.Tensor],
     global_: Mapping[str, torch.Tensor],
     clip: float,
-    sigma: float,
+    multiplier: float,
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
-    """The state to send: global + clipped, noised update over all floating-point tensors."""
+    """The state to send: global + clipped update + Laplace noise of std ``multiplier * clip``,
+    over all floating-point tensors."""
     keys = [k for k, v in local.items() if v.is_floating_point()]
     flat = torch.cat([(local[k] - global_[k].to(local[k].device)).reshape(-1) for k in keys])
     noisy = clip_to_norm(flat, clip)
-    noisy += laplace_like(noisy, sigma, generator)
+    noisy += laplace_like(noisy, multiplier * clip, generator)
     out = dict(local)
     offset = 0
     for k in keys:

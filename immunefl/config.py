@@ -66,7 +66,18 @@ def load_schema(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
         raise ConfigError([f"{pyproject} has no [tool.flwr.app.config] table"]) from exc
 
 
+#: Keys that changed meaning under a new name: an old config must fail, not change silently.
+RENAMED = {
+    "cdp-sigma": "cdp-noise-multiplier (a multiplier z of the clip norm: noise std "
+    "z * cdp-clip / K, no longer an absolute std)",
+    "ldp-sigma": "ldp-noise-multiplier (a multiplier z of the clip norm: noise std "
+    "z * ldp-clip, no longer an absolute std)",
+}
+
+
 def _unknown(key: str, schema: Mapping[str, Any]) -> str:
+    if key in RENAMED:
+        return f"'{key}' was renamed to {RENAMED[key]}"
     close = difflib.get_close_matches(key, list(schema), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return f"unknown key '{key}'{hint}; declared keys: {', '.join(schema)}"
@@ -364,8 +375,9 @@ def validate_config(
         problems.append(f"'wbc-s' must be a finite number >= 0, got {c['wbc-s']}")
     if not float(c["ldp-clip"]) > 0:
         problems.append(f"'ldp-clip' must be > 0, got {c['ldp-clip']}")
-    if not (math.isfinite(float(c["ldp-sigma"])) and float(c["ldp-sigma"]) >= 0):
-        problems.append(f"'ldp-sigma' must be a finite number >= 0, got {c['ldp-sigma']}")
+    z = float(c["ldp-noise-multiplier"])
+    if not (math.isfinite(z) and z >= 0):
+        problems.append(f"'ldp-noise-multiplier' must be a finite number >= 0, got {z}")
     from client_app.faults import parse_faults
 
     try:

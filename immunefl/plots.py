@@ -35,8 +35,8 @@ def defense_label(config: dict[str, Any]) -> str:
     s = str(config["strategy"])
     param = {
         "trimmed-mean": ("beta", "trim-beta"), "invariant": ("tau", "invariant-tau"),
-        "cdp": ("sigma", "cdp-sigma"), "rlr": ("theta", "rlr-theta"), "krum": ("f", "krum-f"),
-        "multikrum": ("f", "krum-f"), "bulyan": ("f", "krum-f"),
+        "cdp": ("z", "cdp-noise-multiplier"), "rlr": ("theta", "rlr-theta"),
+        "krum": ("f", "krum-f"), "multikrum": ("f", "krum-f"), "bulyan": ("f", "krum-f"),
         "dp-fixed": ("z", "dp-noise-multiplier"),
     }.get(s)  # fmt: skip
     label = {"median": "CMA (median)", "trimmed-mean": "CTMA", "fedavg": "FedAvg",
@@ -50,7 +50,7 @@ def defense_label(config: dict[str, Any]) -> str:
     if config["client-defense"] == "wbc":
         label = ("" if s == "fedavg" else label + " + ") + f"FL-WBC s={config['wbc-s']}"
     elif config["client-defense"] == "ldp":
-        label = ("" if s == "fedavg" else label + " + ") + f"LDP sigma={config['ldp-sigma']}"
+        label = ("" if s == "fedavg" else label + " + ") + f"LDP z={config['ldp-noise-multiplier']}"
     return label
 
 

@@ -1,8 +1,14 @@
 """Central differential privacy baseline (FL-WBC §7.1 "CDP", after Sun et al. 2019 weak DP).
 
-    U_i <- U_i * min(1, C / ||U_i||_2)          (clip each client update to L2 norm C)
-    g~  = (1/n) sum_i U_i + Laplace noise with standard deviation sigma per coordinate
+    U_i <- U_i * min(1, C / ||U_i||_2)                 (clip each client update to L2 norm C)
+    g~  = (1/K) sum_i U_i + Laplace noise, std z * C / K per coordinate
 
+Noise scale convention: the DP-FedAvg one (McMahan et al., ICLR 2018): the noise is a
+**multiplier z of the clip norm**, and the sensitivity of the mean of K clipped updates to one
+client is C / K, so the per-coordinate noise std is ``z * C / K`` (``cdp-noise-multiplier`` = z,
+``cdp-clip`` = C, K = updates aggregated this round). The FL-WBC paper states Laplace noise but
+defines no scale (and its code has no DP baselines), so z is the knob a trade-off curve sweeps;
+Laplace is kept as the paper states, with z * C / K its **standard deviation** (not its scale).
 Noise comes from the defense's own seeded generator.
 """
 
@@ -24,9 +30,19 @@ def clip_rows(U: torch.Tensor, max_norm: float) -> torch.Tensor:
     return (M * scale).reshape(U.shape)
 
 
+def cdp_noise_std(clip: float, multiplier: float, num_updates: int) -> float:
+    """Per-coordinate noise std of DP-FedAvg's mean: ``z * C / K``.
+
+    >>> cdp_noise_std(clip=5.0, multiplier=0.1, num_updates=10)
+    0.05
+    """
+    return multiplier * clip / num_updates
+
+
 def central_dp_aggregate(
-    U: torch.Tensor, clip: float, sigma: float, generator: torch.Generator | None
+    U: torch.Tensor, clip: float, multiplier: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Mean of row-clipped updates plus Laplace(std=sigma) noise."""
+    """Mean of the K row-clipped updates plus Laplace noise of std ``multiplier * clip / K``."""
     mean = clip_rows(U, clip).reshape(U.shape[0], -1).mean(0)
-    return mean.add_(laplace_like(mean, sigma, generator)).reshape(U.shape[1:])
+    std = cdp_noise_std(clip, multiplier, U.shape[0])
+    return mean.add_(laplace_like(mean, std, generator)).reshape(U.shape[1:])

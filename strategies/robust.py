@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -155,7 +156,8 @@ class SignSGDStrategy(ImmuneFedAvg):
 
 
 class CDPStrategy(ImmuneFedAvg):
-    """Central DP: clip updates to ``cdp-clip``, average, add Laplace noise of std ``cdp-sigma``.
+    """Central DP: clip updates to ``cdp-clip`` = C, average the K of them, add Laplace noise of
+    std ``cdp-noise-multiplier`` x C / K (`strategies.cdp`).
 
     The noise has its own stream (``cdp-noise``, keyed by round) derived from the run seed.
     """
@@ -171,7 +173,7 @@ class CDPStrategy(ImmuneFedAvg):
         return cls(
             select_nodes,
             float(config["cdp-clip"]),
-            float(config["cdp-sigma"]),
+            float(config["cdp-noise-multiplier"]),
             int(config["seed"]),
             **cls.base_kwargs(config),
         )
@@ -181,8 +183,9 @@ class CDPStrategy(ImmuneFedAvg):
         problems = []
         if not float(config["cdp-clip"]) > 0:
             problems.append(f"'cdp-clip' must be > 0, got {config['cdp-clip']}")
-        if not float(config["cdp-sigma"]) >= 0:
-            problems.append(f"'cdp-sigma' must be >= 0, got {config['cdp-sigma']}")
+        z = float(config["cdp-noise-multiplier"])
+        if not (math.isfinite(z) and z >= 0):
+            problems.append(f"'cdp-noise-multiplier' must be a finite number >= 0, got {z}")
         return problems
 
     def aggregate_updates(

@@ -240,3 +240,9 @@ def test_sweep_variants_vary_keys_together(tmp_path: Path) -> None:
     f.write_text("variants:\n  - {strategy: fedavg, bogus: 1}\n")
     with pytest.raises(ConfigError, match="variants: unknown key 'bogus'"):
         expand_sweep(f)
+
+
+@pytest.mark.parametrize("old", ["cdp-sigma", "ldp-sigma"])
+def test_renamed_dp_keys_fail_loudly_naming_the_new_meaning(old: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{old}' was renamed to .*-noise-multiplier"):
+        resolve_config(None, {old: "0.1"})

@@ -55,7 +55,9 @@ def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # each launcher ran one Ray head beside its SuperLink and left nothing that redirects Ray
     logs = flwr_home / "superlink"
     assert len(list(logs.glob("ray-*.log"))) == len(list(logs.glob("superlink-*.log"))) >= 1
-    assert _ray_traces() == before
+    pointer, dirs = _ray_traces()
+    # nothing new is left (a launcher may prune stale dirs of SIGKILLed ones: fewer is fine)
+    assert pointer == before[0] and dirs <= before[1], (pointer, dirs - before[1])
     return out
 
 

@@ -89,9 +89,16 @@ def test_cdp_clips_and_adds_seeded_laplace_noise() -> None:
     a = central_dp_aggregate(big, 1.0, 0.5, torch.Generator().manual_seed(3))
     b = central_dp_aggregate(big, 1.0, 0.5, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
-    assert float(a.std()) == pytest.approx(0.5, rel=0.02)
+    assert float(a.std()) == pytest.approx(0.5 * 1.0 / 2, rel=0.02)  # z * C / K, K = 2
     # Laplace: E|x| = b = std / sqrt(2); a Gaussian would give std * sqrt(2/pi)
-    assert float(a.abs().mean()) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    assert float(a.abs().mean()) == pytest.approx(0.25 / np.sqrt(2), rel=0.02)
+
+
+@pytest.mark.parametrize(("clip", "z", "k"), [(5.0, 0.1, 10), (1.0, 1.0, 20), (5.0, 0.02, 3)])
+def test_cdp_noise_std_is_multiplier_times_clip_over_k(clip: float, z: float, k: int) -> None:
+    """DP-FedAvg's convention: the mean of K clipped updates has sensitivity C / K."""
+    out = central_dp_aggregate(torch.zeros(k, 1_000_000), clip, z, torch.Generator().manual_seed(0))
+    assert float(out.std()) == pytest.approx(z * clip / k, rel=0.01)
 
 
 # ------------------------------------------------------------------ references

@@ -128,10 +128,22 @@ def test_ldp_clips_then_adds_laplace_noise() -> None:
     assert float(torch.linalg.vector_norm(clip_to_norm(local["w"], 1.0))) == pytest.approx(
         1.0, rel=1e-3
     )
-    quiet = ldp_release(local, g, clip=1.0, sigma=0.0, generator=torch.Generator())
+    quiet = ldp_release(local, g, clip=1.0, multiplier=0.0, generator=torch.Generator())
     assert float(torch.linalg.vector_norm(quiet["w"] - g["w"])) == pytest.approx(1.0, rel=1e-3)
     assert quiet["steps"].item() == 4  # integer buffers pass through
-    noisy = ldp_release(local, g, clip=1.0, sigma=0.5, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    noisy = ldp_release(local, g, clip=1.0, multiplier=0.5, generator=gen)
     residual = noisy["w"] - quiet["w"]
     assert float(residual.std()) == pytest.approx(0.5, rel=0.02)
     assert float(residual.abs().mean()) == pytest.approx(0.5 / math.sqrt(2), rel=0.02)
+
+
+@pytest.mark.parametrize(("clip", "z"), [(5.0, 0.02), (1.0, 0.3), (2.0, 0.0)])
+def test_ldp_noise_std_is_the_multiplier_times_the_clip_norm(clip: float, z: float) -> None:
+    """DP-FedAvg's convention: one clipped update has sensitivity C, its noise std is z * C."""
+    g = {"w": torch.zeros(1_000_000)}
+    gen = torch.Generator().manual_seed(7)
+    noisy = ldp_release({"w": torch.zeros(1_000_000)}, g, clip=clip, multiplier=z, generator=gen)
+    assert float(noisy["w"].std()) == pytest.approx(z * clip, rel=0.01, abs=1e-12)
+    again = ldp_release({"w": torch.zeros(1_000_000)}, g, clip, z, torch.Generator().manual_seed(7))
+    assert torch.equal(noisy["w"], again["w"])  # seeded
