@@ -34,7 +34,15 @@ def load_edge_case(path: str, like: torch.Tensor) -> torch.Tensor:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"edge-case-file {p} does not exist")
-    data = torch.load(p) if p.suffix == ".pt" else torch.from_numpy(np.load(p))
+    try:  # tensors and arrays only: a crafted file cannot run code
+        if p.suffix == ".pt":
+            data = torch.load(p, weights_only=True)
+        else:
+            data = torch.from_numpy(np.load(p, allow_pickle=False))
+    except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong
+        raise ValueError(f"edge-case-file {p} cannot be read safely: {exc}") from exc
+    if not isinstance(data, torch.Tensor):
+        raise ValueError(f"edge-case-file {p} holds a {type(data).__name__}, not a tensor")
     if data.dim() == 3:
         data = data.unsqueeze(1)
     if data.dtype != torch.uint8 or tuple(data.shape[1:]) != tuple(like.shape[1:]) or len(data) < 2:

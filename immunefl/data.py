@@ -150,7 +150,7 @@ def decoded_cache_path(name: str, directory: Path) -> Path:
 
 def _read_decoded(path: Path) -> tuple[ImageSplit, ImageSplit] | None:
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in _SPLIT_KEYS}
     except (OSError, ValueError, KeyError):
         return None

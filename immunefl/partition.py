@@ -115,7 +115,7 @@ def load_or_partition(
     )
     if path.exists():
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 flat, offsets = z["indices"], z["offsets"]
             if offsets.shape == (num_partitions + 1,) and offsets[-1] == flat.shape[0]:
                 return [flat[offsets[i] : offsets[i + 1]] for i in range(num_partitions)]

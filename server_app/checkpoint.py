@@ -42,17 +42,44 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
     return path
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or read (the message names the file)."""
+
+
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The checkpoint in `run_dir` (None if there is none).
+
+    Read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only,
+    so a crafted file cannot run code (a pickle's ``__reduce__`` is refused, not executed).
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
-    data = torch.load(path, weights_only=False)
-    return Checkpoint(**data)
+    try:
+        data = torch.load(path, weights_only=True)
+        return Checkpoint(**data)
+    except Exception as exc:  # noqa: BLE001 - any unreadable or untrusted content
+        raise CheckpointError(
+            f"{path} is not a checkpoint this version can load safely "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "nothing was resumed"
+        ) from exc
 
 
-def numpy_rng_state() -> Any:
-    return np.random.get_state()
+def numpy_rng_state() -> dict[str, Any]:
+    """NumPy's global RNG state as plain values and a tensor (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "kind": str(kind),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
-def restore_numpy_rng(state: Any) -> None:
-    np.random.set_state(state)
+def restore_numpy_rng(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )

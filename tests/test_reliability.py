@@ -90,8 +90,8 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
     whole, cut = _rows(tmp_path / "r" / "whole"), _rows(run_dir)
     strip = [{k: v for k, v in r.items() if k not in TIMING} for r in whole]
     assert [{k: v for k, v in r.items() if k not in TIMING} for r in cut] == strip
-    a = torch.load(tmp_path / "r" / "whole" / "model.pt")
-    b = torch.load(run_dir / "model.pt")
+    a = torch.load(tmp_path / "r" / "whole" / "model.pt", weights_only=True)
+    b = torch.load(run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

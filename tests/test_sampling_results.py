@@ -43,7 +43,8 @@ def test_recorder_writes_every_file(tmp_path: Path) -> None:
     assert summary["best_benign_acc"] == 0.7 and summary["best_round"] == 2
     assert summary["final_benign_acc"] == 0.6 and summary["median_round_seconds"] == 2.0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["_meta"]["run_id"] == 5
-    assert torch.equal(torch.load(tmp_path / "run" / "model.pt")["w"], torch.ones(2))
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert torch.equal(saved["w"], torch.ones(2))
     assert not list((tmp_path / "run").glob(".*tmp"))  # no temporary files left behind
 
 
