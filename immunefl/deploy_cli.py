@@ -6,15 +6,16 @@ One host (everything on loopback, started, run and stopped by one command)::
 
 Several hosts (the SuperLink host also holds the CA; copy ``ca.crt`` to the others)::
 
-    # SuperLink host (10.0.0.1)
+    # SuperLink host (10.0.0.1); opening the port opens the Control API too (docs/security.md)
     immunefl deploy certs certs/ 10.0.0.1
-    immunefl deploy superlink --address 0.0.0.0:9092 --certs certs/ --auth --state .deploy
+    immunefl deploy superlink --address 10.0.0.1:9092 --certs certs/ --auth --state .deploy
     # each node host: a key per node, public keys sent to the operator who registers them
     immunefl deploy keys keys/ --partitions 0-1
     immunefl deploy register --superlink 10.0.0.1:9092 --certs certs/ --keys keys/  # operator
     immunefl deploy supernodes --superlink 10.0.0.1:9092 --certs certs/ --keys keys/ \\
         --partitions 0-1 --num-partitions 4 --malicious 1 --state .deploy
-    # from any machine with the app and ca.crt
+    # from the operator's machine, through an SSH tunnel to the SuperLink host
+    ssh -N -L 9092:127.0.0.1:9092 operator@10.0.0.1 &   # when the SuperLink binds loopback
     immunefl deploy run configs/deploy-smoke.yaml --superlink 10.0.0.1:9092 --certs certs/
     # on every host
     immunefl deploy down --state .deploy
@@ -40,6 +41,16 @@ from immunefl.deploy import (
 )
 from immunefl.launcher import RunFailed, free_port, write_run_config
 from server_app.results import default_run_name
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+OPEN_CONTROL_API_WARNING = (
+    "immunefl: WARNING: the SuperLink binds {address}. Flower 1.41 serves the Fleet API "
+    "(SuperNodes) and the Control API (`flwr run`, `flwr stop`, ...) on this one port and the "
+    "open-source release authenticates no Control API user: anyone who can reach it (with "
+    "--certs: anyone holding the public ca.crt) can submit and stop runs. Keep it on a private "
+    "network, or expose only /v1/fleet/ through a reverse proxy and submit runs through an SSH "
+    "tunnel (docs/security.md)."
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--partitions", required=True, help="e.g. 0-3,7")
 
     p = dsub.add_parser("superlink", help="start a SuperLink (detached)")
-    p.add_argument("--address", default="0.0.0.0:9092", help="HOST:PORT to bind")
+    p.add_argument(
+        "--address",
+        default="127.0.0.1:9092",
+        help="HOST:PORT to bind (default loopback: flwr 1.41 serves the Fleet AND the Control "
+        "API on this one port; see docs/security.md before opening it)",
+    )
     p.add_argument("--state", type=Path, default=Path(".deploy"))
     security_args(p, server=True)
     common(p)
@@ -179,6 +195,8 @@ def deploy_main(args: argparse.Namespace) -> int:
             host, _, port = args.address.rpartition(":")
             probe = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
             dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, probe, _security(args))
+            if host not in LOOPBACK:
+                print(OPEN_CONTROL_API_WARNING.format(address=args.address), file=sys.stderr)
             dep.start_superlink(bind_host=host or "0.0.0.0")
             print(f"immunefl: SuperLink on {args.address}; stop with "
                   f"`immunefl deploy down --state {args.state}`")  # fmt: skip

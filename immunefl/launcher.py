@@ -16,7 +16,15 @@ outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulat
    (new session), which starts the simulation, so process groups do not cover them:
    every process we start carries a unique ``IMMUNEFL_SIM_TAG`` in its environment, inherited
    by all descendants, and `stop` ends the SuperLink and Ray, then any process still carrying
-   the tag (SIGTERM, then SIGKILL).
+   the tag (SIGTERM, then SIGKILL);
+5. dies with its federation even when it is killed with SIGKILL: a watchdog
+   (`immunefl.reaper`) started first waits on a pipe only this process holds open, and stops
+   every tagged process once the pipe closes;
+6. keeps Ray closed to strangers: the head runs with token authentication
+   (``RAY_AUTH_MODE=token`` and a random per-launcher ``RAY_AUTH_TOKEN`` that only our
+   processes inherit; a driver without it is refused) and advertises 127.0.0.1. Ray 2.55's
+   GCS and raylet still listen on every interface (its gRPC servers bind 0.0.0.0; newer Ray
+   binds the node address), so the token is what keeps others out (docs/security.md).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -181,13 +190,19 @@ class RayHead:
     every later simulation on this machine waiting for a cluster that is gone.
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = {**env, **RAY_HEAD_ENV}
+    def __init__(self, env: dict[str, str], log_path: Path, node_ip: str = "127.0.0.1") -> None:
+        self.token = secrets.token_hex(32)
+        self.env = {**env, **RAY_HEAD_ENV, **self.auth_env()}
+        self.node_ip = node_ip
         self.log_path = log_path
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         # short: Ray's unix sockets live below it and socket paths are limited to ~107 bytes
         self.temp_dir = Path(tempfile.gettempdir()) / f"{RAY_DIR_PREFIX}{uuid.uuid4().hex[:8]}"
+
+    def auth_env(self) -> dict[str, str]:
+        """What a driver needs to be let in (Ray token authentication)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     @property
     def address(self) -> str:
@@ -199,6 +214,7 @@ class RayHead:
         self.port = free_port()
         command = [_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
                    "--ray-client-server-port", str(free_port()), "--include-dashboard=false",
+                   "--node-ip-address", self.node_ip,
                    "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]  # fmt: skip
         self.process = spawn_logged(command, self.env, self.log_path)
 
@@ -247,6 +263,7 @@ class LocalSimulation:
         self.port = 0
         self.own_ray = "RAY_ADDRESS" not in os.environ if own_ray is None else own_ray
         self.ray: RayHead | None = None
+        self.reaper: Reaper | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalSimulation:
@@ -275,10 +292,14 @@ class LocalSimulation:
         self.port = free_port()
         # one connection name per SuperLink: launchers sharing a FLWR_HOME never cross wires
         self.connection = f"{CONNECTION_PREFIX}-{self.port}"
-        if self.own_ray:
-            self.ray = RayHead(self.env, state_dir / f"ray-{self.port}.log")
-            self.ray.start()
-            self.env["RAY_ADDRESS"] = self.ray.address  # inherited by the simulation process
+        ray = RayHead(self.env, state_dir / f"ray-{self.port}.log") if self.own_ray else None
+        # first of all: whatever happens to this process from now on, its federation goes too
+        self.reaper = Reaper(self.tag, [ray.temp_dir] if ray else [], state_dir / "reaper.log")
+        if ray is not None:
+            self.ray = ray
+            ray.start()
+            self.env["RAY_ADDRESS"] = ray.address  # inherited by the simulation process
+            self.env.update(ray.auth_env())  # ... with the token that lets it in
         command = [
             _bin("flower-superlink"),
             "--insecure",
@@ -331,6 +352,9 @@ class LocalSimulation:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the SuperLink and Ray, then every process still carrying this instance's tag."""
         if self.process is None and self.ray is None:
+            if self.reaper is not None:
+                self.reaper.release()
+                self.reaper = None
             return
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -341,8 +365,11 @@ class LocalSimulation:
         stop_tagged([self.tag], timeout)
         if self.ray is not None:
             self.ray.remove_files()
+        if self.reaper is not None:
+            self.reaper.release()
         self.process = None
         self.ray = None
+        self.reaper = None
 
     # ------------------------------------------------------------------ runs
     def run(
@@ -367,6 +394,33 @@ class LocalSimulation:
         if self.ray is not None and outcome.status != "finished:completed":
             self.ray.check()  # a dead Ray head explains a failed run better than its log
         return outcome
+
+
+class Reaper:
+    """The `immunefl.reaper` watchdog of one launcher: it stops the processes tagged `tag` and
+    removes `remove` as soon as this process lets go of (or loses) the pipe's write end."""
+
+    def __init__(self, tag: str, remove: list[Path], log_path: Path) -> None:
+        read_end, self._write_end = os.pipe()  # not inheritable: only this process holds it
+        env = {k: v for k, v in os.environ.items() if k != TAG_VAR}  # never reaps itself
+        command = [sys.executable, "-m", "immunefl.reaper", "--tag", tag]
+        for path in remove:
+            command += ["--remove", str(path)]
+        with open(log_path, "ab") as log_fh:
+            self.process = subprocess.Popen(  # noqa: S603 - our own module
+                command, stdin=read_end, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+            )  # fmt: skip
+        os.close(read_end)
+
+    def release(self, timeout: float = 30.0) -> None:
+        """Close the pipe (the reaper sweeps once, finds nothing after a clean stop, exits)."""
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+        # on a timeout it goes on alone; it ends by itself once nothing tagged is left
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=timeout)
 
 
 def exit_on_signal(signum: int, frame: Any) -> None:

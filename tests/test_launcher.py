@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from immunefl.launcher import RAY_DIR_PREFIX, free_port, prune_ray_dirs
 
@@ -34,3 +38,68 @@ def test_only_old_sessions_of_heads_that_are_gone_are_removed(tmp_path: Path) ->
     assert sorted(removed) == sorted([dead, never_up])
     assert alive.exists() and starting.exists() and other.exists()
     assert not dead.exists() and not never_up.exists()
+
+
+DRIVER = (
+    "import ray, sys\n"
+    "try:\n"
+    "    ray.init(address=sys.argv[1], log_to_driver=False)\n"
+    "    print('CONNECTED', int(ray.cluster_resources()['CPU']))\n"
+    "except Exception as exc:\n"
+    "    print('REFUSED', type(exc).__name__)\n"
+)
+
+
+@pytest.mark.slow
+def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> None:
+    """Ray 2.55 listens on every interface (docs/security.md): its token is what keeps the
+    network out. A driver without the launcher's token is refused; ours gets in."""
+    from immunefl.launcher import RayHead, flwr_env, terminate
+
+    env = flwr_env(tmp_path / "home")
+    head = RayHead(env, tmp_path / "ray.log")
+    head.start()
+    try:
+        head.wait_until_listening(60)
+        strip = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")
+        stranger = {k: v for k, v in os.environ.items() if k not in strip}
+        ours = {**stranger, **head.auth_env()}
+        outs = {}
+        for name, e in (("stranger", stranger), ("ours", ours)):
+            outs[name] = subprocess.run(
+                [sys.executable, "-c", DRIVER, head.address], env=e, capture_output=True,
+                text=True, timeout=120,
+            ).stdout  # fmt: skip
+        assert "REFUSED" in outs["stranger"], outs
+        assert "CONNECTED" in outs["ours"], outs
+        assert len(head.token) == 64 and head.token != RayHead(env, tmp_path / "x").token
+    finally:
+        assert head.process is not None
+        terminate(head.process, 20)
+        head.remove_files()
+
+
+def test_a_killed_launcher_is_reaped(tmp_path: Path) -> None:
+    """The reaper waits on a pipe; once its holder is gone it stops every tagged process."""
+    from immunefl.launcher import TAG_VAR, tagged_pids
+
+    tag = "reaper-test-" + os.urandom(4).hex()
+    sleeper = subprocess.Popen(  # a tagged process in its own session, like a SuperExec
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        env={**os.environ, TAG_VAR: tag}, start_new_session=True,
+    )  # fmt: skip
+    doomed = tmp_path / "ray-dir"
+    doomed.mkdir()
+    holder = subprocess.Popen(  # stands for the launcher: holds the pipe, then is SIGKILLed
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from immunefl.launcher import Reaper\n"
+         f"r = Reaper({tag!r}, [Path({str(doomed)!r})], Path({str(tmp_path / 'r.log')!r}))\n"
+         "print('READY', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "READY"
+    assert tagged_pids(tag) == [sleeper.pid]
+    holder.kill()
+    holder.wait(timeout=30)
+    sleeper.wait(timeout=60)  # the reaper ended it
+    assert not tagged_pids(tag) and not doomed.exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -42,17 +41,6 @@ def test_thirty_percent_of_nodes_failing_every_round(tmp_path: Path, fmnist_dir:
     assert total_failed > 0  # the seed really exercised failures
 
 
-def _kill_everything_under(flwr_home: Path) -> None:
-    entry = f"FLWR_HOME={flwr_home.resolve()}".encode()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if entry in (d / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(d.name), signal.SIGKILL)
-            except OSError:
-                continue
-
-
 def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
     tmp_path: Path, fmnist_dir: Path
 ) -> None:
@@ -78,11 +66,23 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
         if len(rows) >= 2 and (run_dir / "checkpoint.pt").exists():
             break
         time.sleep(0.2)
-    proc.kill()  # the launcher (its environment has no FLWR_HOME) ...
-    _kill_everything_under(home)  # ... and the SuperLink, simulation, ServerApp, Ray
+    cmdlines = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    head = next(c for c in cmdlines if "--temp-dir" in c)  # `ray start --head ... --temp-dir D`
+    ray_dir = Path(head.split("--temp-dir ")[1].split()[0])
+    assert ray_dir.is_dir()
+    proc.kill()  # only the launcher: its reaper must take the whole federation with it
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    assert not _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    left = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    deadline = time.monotonic() + 90  # SIGTERM grace + SIGKILL: bounded, never a timing claim
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    assert not left, f"the killed launcher's federation lives on: {left}"
+    deadline = time.monotonic() + 30
+    while ray_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_dir.exists()  # the reaper also removed the Ray head's session files
     assert not (run_dir / "summary.json").exists()  # it really died mid-way
 
     resumed = _launch(tmp_path / "b", "--resume", str(run_dir), "--quiet")
