@@ -103,3 +103,14 @@ def test_a_killed_launcher_is_reaped(tmp_path: Path) -> None:
     holder.wait(timeout=30)
     sleeper.wait(timeout=60)  # the reaper ended it
     assert not tagged_pids(tag) and not doomed.exists()
+
+
+def test_deploy_superlink_binds_loopback_by_default_and_warns_when_opened() -> None:
+    from immunefl.cli import _parser
+    from immunefl.deploy_cli import LOOPBACK, OPEN_CONTROL_API_WARNING
+
+    args = _parser().parse_args(["deploy", "superlink"])
+    assert args.address.rpartition(":")[0] in LOOPBACK
+    assert "Control API" in OPEN_CONTROL_API_WARNING and "docs/security.md" in (
+        OPEN_CONTROL_API_WARNING
+    )

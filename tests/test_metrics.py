@@ -204,3 +204,13 @@ def test_dashboard_queries_only_exported_metrics() -> None:
                    "immunefl_aggregate_duration_seconds", "immunefl_mask_density",
                    "immunefl_wbc_perturbed_fraction"):  # fmt: skip
         assert needed in used, f"dashboard does not show {needed}"
+
+
+def test_the_metrics_endpoint_binds_loopback_unless_opened() -> None:
+    from immunefl.config import load_schema
+
+    assert load_schema()["metrics-addr"] == "127.0.0.1"
+    assert MetricsExporter(_config(**{"metrics-port": 1})).addr == "127.0.0.1"
+    assert MetricsExporter(_config(**{"metrics-port": 1, "metrics-addr": "0.0.0.0"})).addr == (
+        "0.0.0.0"
+    )
