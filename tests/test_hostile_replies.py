@@ -10,25 +10,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from client_app.faults import FORGED_METRICS, faulty_eval_metrics, faulty_reply
-from immunefl.config import load_schema
-from strategies import build_strategy
 from strategies.updates import Layout, cap_weights
-
-NODES = list(range(101, 111))
+from tests.test_strategies import global_state, make
 
 
 @pytest.fixture(autouse=True)
 def _identity(task_identity: None) -> None:
     """Flower stamps messages with the running task's identity (see conftest)."""
-
-
-def make(name: str, **overrides):
-    cfg = {**load_schema(), "strategy": name, "device": "cpu", **overrides}
-    return build_strategy(cfg, lambda r: NODES)
-
-
-def global_state() -> dict[str, torch.Tensor]:
-    return {"w": torch.zeros(4, 3), "b": torch.zeros(3), "steps": torch.tensor(5)}
 
 
 def honest(k: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
