@@ -3,6 +3,7 @@
     immunefl run   [CONFIG.yaml] [--preset cpu] [--set key=value ...]   one run (or a sweep)
     immunefl sweep CONFIG.yaml   [--preset cpu] [--set key=value ...]   every point of a sweep
     immunefl report DIR ...        plots (PNG + SVG) and a Markdown report of finished runs
+    immunefl configs               the experiments in configs/, their descriptions and presets
 
 A list value in the YAML (or ``variants:``) makes the file a sweep; `run` then runs every point
 too. ``--preset cpu`` applies the file's ``presets: {cpu: ...}`` values (fewer rounds/clients).
@@ -31,6 +32,7 @@ from typing import Any
 from immunefl.config import (
     PROJECT_ROOT,
     ConfigError,
+    config_presets,
     expand_sweep,
     is_sweep,
     parse_overrides,
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                            help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
     add_deploy_parser(sub)
+    sub.add_parser("configs", help="list the experiments in configs/ with their descriptions "
+                   "and presets")  # fmt: skip
     rep = sub.add_parser("report", help="plots (PNG + SVG) and Markdown tables of finished runs")
     rep.add_argument(
         "dirs", nargs="+", type=Path, help="results directories, one per experiment (e.g. a sweep)"
@@ -119,6 +123,34 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(run_dir).resolve()
     saved.update({"results-dir": str(run_dir.parent), "run-name": run_dir.name, "resume": True})
     return resolve_config(None, {**saved, **overrides})
+
+
+def list_configs(directory: Path) -> str:
+    """One entry per experiment file: name, runs (sweep points), presets, description."""
+    import textwrap
+
+    import yaml
+
+    lines = []
+    for path in sorted(directory.glob("*.yaml")):
+        text = path.read_text()
+        data = yaml.safe_load(text) or {}
+        header = []  # a file without `description:` is described by its leading comment
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        description = " ".join(str(data.get("description") or " ".join(header)).split())
+        presets = ", ".join(config_presets(path)) or "none"
+        try:
+            points = len(expand_sweep(path)) if is_sweep(path) else 1
+        except ConfigError:
+            points = 0  # e.g. a deployment config that needs --set values
+        runs = f"{points} run{'s' if points != 1 else ''}" if points else "needs --set values"
+        lines.append(f"{path.stem}  [{runs}; presets: {presets}]")
+        lines += textwrap.wrap(description, 96, initial_indent="    ", subsequent_indent="    ")
+    lines.append(f"\nrun one: immunefl run {directory.name}/<name>.yaml [--preset cpu]")
+    return "\n".join(lines)
 
 
 def writable_problem(run_dir: Path) -> str | None:
@@ -320,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "deploy":
         return deploy_main(args)
+    if args.command == "configs":
+        print(list_configs(PROJECT_ROOT / "configs"))
+        return 0
     if args.command == "report":
         from immunefl.report import report
 

@@ -246,3 +246,13 @@ def test_sweep_variants_vary_keys_together(tmp_path: Path) -> None:
 def test_renamed_dp_keys_fail_loudly_naming_the_new_meaning(old: str) -> None:
     with pytest.raises(ConfigError, match=f"'{old}' was renamed to .*-noise-multiplier"):
         resolve_config(None, {old: "0.1"})
+
+
+def test_immunefl_configs_lists_every_experiment_with_its_presets() -> None:
+    from immunefl.cli import list_configs
+
+    text = list_configs(PROJECT_ROOT / "configs")
+    for path in (PROJECT_ROOT / "configs").glob("*.yaml"):
+        assert f"\n{path.stem}  [" in f"\n{text}", path.stem
+    assert "fl-wbc-fig4-fmnist  [" in text and "presets: cpu" in text
+    assert "default  [1 run; presets: none]\n    The main job: FedAvg" in text
