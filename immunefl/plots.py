@@ -100,6 +100,26 @@ def mean_curve(runs: Sequence[Run], key: str) -> tuple[list[int], list[float]]:
     return rounds, [statistics.fmean(per_round[r]) for r in rounds]
 
 
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def curve_styles(curves: dict[str, tuple[list[int], list[float]]]) -> dict[str, dict[str, Any]]:
+    """A distinct (colour, line style) per curve, and legend labels that say when a curve
+    coincides with an earlier one (identical values: it would hide under it)."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles: dict[str, dict[str, Any]] = {}
+    seen: dict[tuple[tuple[int, ...], tuple[float, ...]], str] = {}
+    for i, (label, (rounds, values)) in enumerate(curves.items()):
+        key = (tuple(rounds), tuple(round(v, 6) for v in values))
+        twin = seen.setdefault(key, label)
+        styles[label] = {
+            "color": colors[i % len(colors)],
+            "linestyle": LINESTYLES[(i // len(colors) + i) % len(LINESTYLES)],
+            "label": label if twin == label else f"{label} (= {twin})",
+        }
+    return styles
+
+
 def _adversarial(runs: Sequence[Run]) -> list[int]:
     return sorted({r["round"] for run in runs for r in run["rows"] if r.get("adversarial")})
 
@@ -111,9 +131,12 @@ def attack_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, 
         raise ValueError("the runs recorded no attack metric (mis_conf or asr)")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     data: dict[str, Any] = {"metric": metric, "curves": {}, "adversarial": {}}
-    for label, members in group_runs(runs).items():
-        rounds, values = mean_curve(members, metric)
-        (line,) = ax.plot(rounds, values, label=label, linewidth=1.8)
+    groups = group_runs(runs)
+    curves = {label: mean_curve(members, metric) for label, members in groups.items()}
+    styles = curve_styles(curves)
+    for label, members in groups.items():
+        rounds, values = curves[label]
+        ax.plot(rounds, values, linewidth=1.8, **styles[label])
         data["curves"][label] = (rounds, values)
         adv = [r for r in _adversarial(members) if r in rounds]
         ys = [values[rounds.index(r)] for r in adv]
@@ -193,11 +216,10 @@ def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
 def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
     """Benign accuracy per round per defense (mean over seeds)."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    data = {}
-    for label, members in group_runs(runs).items():
-        rounds, values = mean_curve(members, "benign_acc")
-        ax.plot(rounds, values, label=label, linewidth=1.5)
-        data[label] = (rounds, values)
+    data = {label: mean_curve(members, "benign_acc") for label, members in group_runs(runs).items()}
+    styles = curve_styles(data)
+    for label, (rounds, values) in data.items():
+        ax.plot(rounds, values, linewidth=1.5, **styles[label])
     for r in _adversarial(runs):
         ax.axvline(r, color="black", alpha=0.15, linewidth=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -117,3 +117,17 @@ def test_runs_whose_attack_was_not_delivered_are_marked_everywhere(tmp_path: Pat
     assert list(data["curves"]) == ["FedAvg (attack not delivered in 1/2 runs)"]
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("attack not delivered" in t for t in legend)
+
+
+def test_every_curve_has_its_own_style_and_coinciding_curves_are_named() -> None:
+    from immunefl.plots import curve_styles
+
+    same = ([1, 2, 3], [0.9, 0.5, 0.1])
+    curves = {f"c{i}": ([1, 2, 3], [0.1 * i, 0.2, 0.3]) for i in range(12)}
+    curves["FedAvg"] = same
+    curves["CTMA beta=0.4"] = same
+    styles = curve_styles(curves)
+    pairs = {(s["color"], s["linestyle"]) for s in styles.values()}
+    assert len(pairs) == len(curves)  # no two curves look alike
+    assert styles["CTMA beta=0.4"]["label"] == "CTMA beta=0.4 (= FedAvg)"
+    assert styles["FedAvg"]["label"] == "FedAvg"
