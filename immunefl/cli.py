@@ -125,6 +125,20 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return resolve_config(None, {**saved, **overrides})
 
 
+def figures(run_dir: Path) -> None:
+    """Write a finished run's figures into its directory and print their paths."""
+    from immunefl.report import load_runs, write_figures
+
+    try:
+        written = write_figures(load_runs([run_dir]), run_dir.name, run_dir)
+    except Exception as exc:  # noqa: BLE001 - a figure must never turn a finished run into a failure
+        print(f"immunefl: WARNING: no figures for {run_dir}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return
+    for kind, png in written:
+        print(f"immunefl: figure ({kind}): {png}", flush=True)
+
+
 def list_configs(directory: Path) -> str:
     """One entry per experiment file: name, runs (sweep points), presets, description."""
     import textwrap
@@ -199,6 +213,7 @@ def _run_one(
         return False, summary
     for line in summary_warnings(summary):
         print(f"immunefl: WARNING: {line}", file=sys.stderr, flush=True)
+    figures(run_dir)
     acc = summary["final_benign_acc"]
     print(
         f"immunefl: {summary.get('status', 'completed')} run {outcome.run_id} in "

@@ -108,8 +108,6 @@ def _description(root: Path) -> str:
 
 def experiment_report(root: Path, out_dir: Path | None) -> str:
     """Markdown (and, with `out_dir`, figures) for the runs under `root`."""
-    from immunefl import plots
-
     runs = load_runs([root])
     if not runs:
         raise FileNotFoundError(f"no runs (directories with summary.json) under {root}")
@@ -119,19 +117,30 @@ def experiment_report(root: Path, out_dir: Path | None) -> str:
     if desc:
         parts += [desc, ""]
     if out_dir is not None:
-        figures = [("accuracy", plots.accuracy_figure)]
-        if plots.attack_metric(runs):
-            figures.insert(0, ("attack", plots.attack_figure))
-            figures.append(("tradeoff", plots.tradeoff_figure))
-        for kind, make in figures:
-            try:
-                fig, _ = make(runs, title=f"{name}: {kind}")
-            except ValueError:  # e.g. no mitigation rounds to plot (backdoor runs)
-                continue
-            png, _svg = plots.save(fig, Path(out_dir), f"{name}-{kind}")
+        for kind, png in write_figures(runs, name, Path(out_dir)):
             parts += [f"![{kind}]({png.name})", ""]
     parts += [group_table(runs), "", run_table(runs), ""]
     return "\n".join(parts)
+
+
+def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[tuple[str, Path]]:
+    """The figures of `runs` (PNG + SVG) in `out_dir`: attack metric per round with adversarial
+    rounds marked (when an attack ran), accuracy, trade-off; returns (kind, PNG path)."""
+    from immunefl import plots
+
+    figures = [("accuracy", plots.accuracy_figure)]
+    if plots.attack_metric(runs):
+        figures.insert(0, ("attack", plots.attack_figure))
+        figures.append(("tradeoff", plots.tradeoff_figure))
+    written = []
+    for kind, make in figures:
+        try:
+            fig, _ = make(runs, title=f"{name}: {kind}")
+        except ValueError:  # e.g. no mitigation rounds to plot (backdoor runs)
+            continue
+        png, _svg = plots.save(fig, out_dir, f"{name}-{kind}")
+        written.append((kind, png))
+    return written
 
 
 def report(roots: Iterable[Path], out_dir: Path | None = None) -> str:

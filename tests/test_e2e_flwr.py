@@ -99,6 +99,9 @@ def test_flwr_run_simulation_end_to_end(fedavg_run) -> None:
     assert config["num-partitions"] == 10 and config["clients-per-round"] == 5
     assert (run_dir / "model.pt").stat().st_size > 100_000
     assert "[immunefl] round 3/3" in out.stdout
+    assert f"immunefl: figure (accuracy): {run_dir / 'e2e-accuracy.png'}" in out.stdout
+    assert (run_dir / "e2e-accuracy.png").stat().st_size > 1000
+    assert out.stdout.count("round 3/3") == 1  # one line per round (not Flower's as well)
 
 
 def test_garbage_nodes_rejected_robust_rule_and_wbc_run_on(
