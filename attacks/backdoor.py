@@ -5,9 +5,12 @@ samples labelled ``backdoor-target``:
 
 - ``backdoor``: the batch images with the full pixel trigger (`attacks.triggers`);
 - ``dba``: the batch images with this attacker's quarter of the trigger (Xie et al., 2020);
-- ``edge-case``: images from ``edge-case-file`` (out-of-distribution, Wang et al., 2020),
-  a ``.pt``/``.npy`` uint8 tensor ``(N, C, H, W)`` or ``(N, H, W)``; the first half trains the
-  attack, the second half measures its success.
+- ``edge-case``: out-of-distribution images (Wang et al., 2020: inputs of low density under the
+  benign distribution, labelled with the target class), from ``edge-case-source``:
+  ``file`` reads ``edge-case-file``, a ``.pt``/``.npy`` uint8 tensor ``(N, C, H, W)`` or
+  ``(N, H, W)``; ``digits`` builds them offline from scikit-learn's handwritten digits
+  (`digits_edge_cases`). The first half trains the attack, the second half measures its
+  success.
 
 The update is boosted by ``attack-boost`` (1 = plain data poisoning).
 """
@@ -25,6 +28,43 @@ from attacks.base import AttackContext, State, boost
 from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
+EDGE_CASE_SOURCES = ("file", "digits")
+DIGITS_SEED = 20200711  # fixed: every node and the server shuffle the digits alike
+
+
+def digits_edge_cases(channels: int, height: int, width: int) -> torch.Tensor:
+    """Edge cases for Fashion-MNIST (and any image set) that ship offline: scikit-learn's 1,797
+    handwritten digits (UCI, 8x8, values 0..16) as uint8 ``(1797, C, H, W)``.
+
+    Why they are edge cases: white handwritten strokes on black, a few pixels wide, share
+    neither the shapes nor the filled silhouettes of garments, so they lie where the benign
+    distribution has almost no mass: Wang et al. (2020)'s definition of an edge-case input
+    (low probability under the benign data), which makes a backdoor on them hard to remove
+    because benign updates rarely touch the features they use. Scaled to 0..255, resized
+    bilinearly to ``H x W``, repeated over the channels, shuffled with a fixed seed.
+
+    >>> x = digits_edge_cases(1, 28, 28)
+    >>> tuple(x.shape), x.dtype, int(x.max())
+    ((1797, 1, 28, 28), torch.uint8, 255)
+    """
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    digits = torch.from_numpy(load_digits().images).float().mul_(255.0 / 16.0).unsqueeze(1)
+    big = F.interpolate(digits, size=(height, width), mode="bilinear", align_corners=False)
+    images = big.round_().clamp_(0, 255).to(torch.uint8).expand(-1, channels, -1, -1)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(DIGITS_SEED))
+    return images[order].contiguous()
+
+
+def edge_case_images(config: Mapping[str, Any], like: torch.Tensor) -> torch.Tensor:
+    """The configured edge-case set (``edge-case-source``), shaped like the images `like`."""
+    source = str(config["edge-case-source"])
+    if source == "digits":
+        return digits_edge_cases(*(int(d) for d in like.shape[1:]))
+    if source == "file":
+        return load_edge_case(str(config["edge-case-file"]), like)
+    raise ValueError(f"edge-case-source '{source}'; valid: {', '.join(EDGE_CASE_SOURCES)}")
 
 
 def load_edge_case(path: str, like: torch.Tensor) -> torch.Tensor:
@@ -69,7 +109,7 @@ class Backdoor:
         self.size = int(config["trigger-size"])
         self.boost = float(config["attack-boost"])
         self.epochs = int(config["attack-local-epochs"])
-        self.edge_file = str(config["edge-case-file"])
+        self.config = config
 
     @staticmethod
     def config_problems(config: Mapping[str, Any]) -> list[str]:
@@ -82,14 +122,24 @@ class Backdoor:
             )
         if int(config["trigger-size"]) < 1:
             problems.append(f"'trigger-size' must be >= 1, got {config['trigger-size']}")
-        if config["attack"] == "edge-case" and not str(config["edge-case-file"]):
-            problems.append("attack 'edge-case' needs 'edge-case-file'")
+        source = str(config["edge-case-source"])
+        if source not in EDGE_CASE_SOURCES:
+            problems.append(
+                f"'edge-case-source' is '{source}'; valid: {', '.join(EDGE_CASE_SOURCES)}"
+            )
+        elif config["attack"] == "edge-case" and source == "file":
+            path = str(config["edge-case-file"])
+            if not path:  # (whether it exists is checked before a run starts: cli, ServerApp)
+                problems.append(
+                    "attack 'edge-case' with edge-case-source 'file' needs 'edge-case-file' "
+                    "(or edge-case-source 'digits', which ships offline)"
+                )
         return problems
 
     def _poison_pool(self, ctx: AttackContext) -> torch.Tensor | None:
         if self.kind != "edge-case":
             return None
-        images = load_edge_case(self.edge_file, ctx.dataset.train.images)
+        images = edge_case_images(self.config, ctx.dataset.train.images)
         return ctx.dataset.normalize(edge_case_split(images)[0]).to(ctx.device)
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:

@@ -167,6 +167,14 @@ def list_configs(directory: Path) -> str:
     return "\n".join(lines)
 
 
+def path_problems(config: dict[str, Any]) -> None:
+    """Files a config names that must exist before anything starts (ConfigError if not)."""
+    path = str(config["edge-case-file"])
+    uses_file = config["attack"] == "edge-case" and config["edge-case-source"] == "file"
+    if uses_file and not Path(path).expanduser().is_file():
+        raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
+
+
 def writable_problem(run_dir: Path) -> str | None:
     """Why the results of a run cannot be written to `run_dir` (checked before anything starts),
     or None. Creates the directories it will need anyway."""
@@ -319,6 +327,7 @@ def cmd(args: argparse.Namespace) -> int:
             args.command = "sweep"
         for _, config in configs:
             locate_dataset(str(config["dataset"]), str(config["data-dir"]))
+            path_problems(config)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"immunefl: {exc}", file=sys.stderr)
         return 2

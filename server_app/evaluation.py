@@ -17,7 +17,7 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from attacks.backdoor import edge_case_split, load_edge_case
+from attacks.backdoor import edge_case_images, edge_case_split
 from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import apply_trigger, trigger_mask
 from immunefl.data import Dataset, load_dataset
@@ -75,7 +75,7 @@ class CentralEvaluator:
             mask = trigger_mask(h, w, int(config["trigger-size"]))
             self.backdoor_images = apply_trigger(test.images[keep], mask)
         elif attack == "edge-case":
-            images = load_edge_case(str(config["edge-case-file"]), self.dataset.test.images)
+            images = edge_case_images(config, self.dataset.test.images)
             self.backdoor_images = edge_case_split(images)[1]
         self.benign_indices = benign_test_indices(
             self.dataset, self.poison.indices if self.poison is not None else None

@@ -77,3 +77,38 @@ def test_the_trigger_is_each_channels_white_in_normalised_space(datasets) -> Non
     client = cifar.normalize(images).clone()
     client[:, :, mask] = white
     torch.testing.assert_close(client, server)
+
+
+@pytest.mark.parametrize(("c", "h", "w"), [(1, 28, 28), (3, 32, 32)])
+def test_digits_edge_cases_fit_the_data_and_are_deterministic(c: int, h: int, w: int) -> None:
+    from attacks.backdoor import digits_edge_cases, edge_case_images, edge_case_split
+
+    x = digits_edge_cases(c, h, w)
+    assert x.shape == (1797, c, h, w) and x.dtype == torch.uint8
+    assert torch.equal(x, digits_edge_cases(c, h, w))  # every node and the server agree
+    train, test = edge_case_split(x)
+    assert len(train) == 898 and len(test) == 899
+    flat = {bytes(t.numpy().tobytes()) for t in train}
+    assert not any(bytes(t.numpy().tobytes()) in flat for t in test)  # disjoint halves
+    assert (x[:, 0] == x[:, -1]).all()  # grey replicated over channels
+    like = torch.zeros(2, c, h, w, dtype=torch.uint8)
+    cfg = {"edge-case-source": "digits", "edge-case-file": ""}
+    assert torch.equal(edge_case_images(cfg, like), x)
+    with pytest.raises(ValueError, match="valid: file, digits"):
+        edge_case_images({**cfg, "edge-case-source": "mnist"}, like)
+
+
+def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) -> None:
+    from immunefl.config import ConfigError, resolve_config
+
+    base = {"attack": "edge-case", "num-malicious": "5", "adv-rounds": "2"}
+    resolve_config(None, {**base, "edge-case-source": "digits"})  # ships offline: fine
+    with pytest.raises(ConfigError, match="'edge-case-source' is 'svhn'; valid: file, digits"):
+        resolve_config(None, {**base, "edge-case-source": "svhn"})
+    with pytest.raises(ConfigError, match="needs 'edge-case-file'"):
+        resolve_config(None, base)
+    from immunefl.cli import path_problems
+
+    config = resolve_config(None, {**base, "edge-case-file": str(tmp_path / "nope.npy")})
+    with pytest.raises(ConfigError, match="nope.npy does not exist"):
+        path_problems(config)  # before anything starts
