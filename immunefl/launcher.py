@@ -217,6 +217,8 @@ class RayHead:
                    "--node-ip-address", self.node_ip,
                    "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]  # fmt: skip
         self.process = spawn_logged(command, self.env, self.log_path)
+        # where its session files live, beside its log (tests check that nothing is left)
+        self.log_path.with_suffix(".dir").write_text(str(self.temp_dir))
 
     def check(self) -> None:
         """Raise if the head has exited (its log says why)."""
