@@ -48,7 +48,14 @@ PROBLEMS = {
     "ipm": IPM.config_problems,
 }
 
-__all__ = ["ATTACKS", "ROLES", "AttackContext", "attack_problems", "craft_malicious"]
+__all__ = [
+    "ATTACKS",
+    "ROLES",
+    "AttackContext",
+    "attack_problems",
+    "claimed_examples",
+    "craft_malicious",
+]
 
 
 def attack_problems(config: Mapping[str, Any]) -> list[str]:
@@ -58,12 +65,34 @@ def attack_problems(config: Mapping[str, Any]) -> list[str]:
         return []
     if name not in ATTACKS:
         return [f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}"]
-    return PROBLEMS[name](config)
+    problems = PROBLEMS[name](config)
+    if str(config["attack-boost-mode"]) not in BOOST_MODES:
+        problems.append(
+            f"'attack-boost-mode' is '{config['attack-boost-mode']}'; valid: "
+            + ", ".join(BOOST_MODES)
+        )
+    return problems
+
+
+BOOST_MODES = ("scale", "weight")
+
+
+def claimed_examples(config: Mapping[str, Any], num_examples: int) -> float:
+    """The ``num-examples`` a malicious node claims: its own count, times ``attack-boost`` with
+    ``attack-boost-mode = weight`` (the FL-WBC authors' ``mal_boost``: the attacker weighs
+    ``boost`` honest clients in the average; the server's weight cap, `weight-cap-ratio`,
+    limits what such a claim can win)."""
+    if str(config["attack-boost-mode"]) == "weight":
+        return float(num_examples) * float(config["attack-boost"])
+    return float(num_examples)
 
 
 def craft_malicious(ctx: AttackContext) -> State:
-    """The state a malicious node sends this round."""
+    """The state a malicious node sends this round (its update scaled by ``attack-boost`` only
+    with ``attack-boost-mode = scale``; with ``weight`` the boost is in its claimed weight)."""
     config = ctx.config
+    if str(config["attack-boost-mode"]) == "weight":
+        config = {**config, "attack-boost": 1.0}
     attack = ATTACKS[str(config["attack"])](config)
     if bool(config["attack-collude"]):
         indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values

@@ -8,6 +8,13 @@ for ``attack-local-epochs`` epochs over its own partition, with all of D_M (``po
 test images, `attacks.poison_set`) in every step, then sends its update boosted by
 ``attack-boost`` (Bhagoji's explicit boosting: ``global + boost * (W - global)``).
 ``alpha`` trades stealth (benign objective) against the malicious objective.
+
+``attack-objective = poison-only`` is the FL-WBC authors' attacker instead (jeremy313/FL-WBC,
+``src/update.py``, the ``self.mal is True`` branch): it trains ``local_mal_ep`` epochs on D_M
+alone, in batches of ``local_bs`` drawn from D_M (``self.malloader``), never on its own data;
+with one poisoned image that is one step per epoch. Its boost is a weight in the server's
+average (``mal_boost``), not a scaled update: ``attack-boost-mode = weight``
+(`attacks.craft_malicious`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from torch.nn import functional as F
 
 from attacks.base import AttackContext, State, boost
 from attacks.poison_set import poison_set
+from immunefl.training import train_sgd
+
+OBJECTIVES = ("eq3", "poison-only")
 
 
 class TargetedPoisoning:
@@ -33,6 +43,7 @@ class TargetedPoisoning:
         self.samples = int(config["poison-samples"])
         self.shift = int(config["target-shift"])
         self.seed = int(config["seed"])
+        self.objective = str(config["attack-objective"])
 
     @staticmethod
     def config_problems(config: Mapping[str, Any]) -> list[str]:
@@ -47,10 +58,17 @@ class TargetedPoisoning:
             problems.append(f"'poison-samples' must be >= 1, got {config['poison-samples']}")
         if int(config["target-shift"]) % 10 == 0:
             problems.append(f"'target-shift' {config['target-shift']} maps labels to themselves")
+        if str(config["attack-objective"]) not in OBJECTIVES:
+            problems.append(
+                f"'attack-objective' is '{config['attack-objective']}'; valid: "
+                + ", ".join(OBJECTIVES)
+            )
         return problems
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
         dm = poison_set(ctx.dataset, self.samples, self.seed, self.shift)
+        if self.objective == "poison-only":
+            return self._poison_only(ctx, dm.indices, generator)
         xm = ctx.dataset.normalize(dm.images(ctx.dataset)).to(ctx.device)
         ym = dm.adv_labels.to(ctx.device)
         alpha = self.alpha
@@ -62,4 +80,23 @@ class TargetedPoisoning:
             return alpha * F.cross_entropy(model(x), y) + (1.0 - alpha) * malicious
 
         state, _ = ctx.train(indices, self.epochs, generator, loss_fn=loss_fn)
+        return boost(state, ctx.global_state, self.boost)
+
+    def _poison_only(
+        self, ctx: AttackContext, dm_indices: torch.Tensor, generator: torch.Generator
+    ) -> State:
+        """The authors' attacker: epochs over D_M alone (test images, adversarial labels)."""
+        shift = self.shift
+
+        def adversarial(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, (y + shift) % 10  # D_M's adversarial label (`attacks.poison_set`)
+
+        model = ctx.fresh_model()
+        train_sgd(
+            model, ctx.dataset, ctx.dataset.test, dm_indices, epochs=self.epochs,
+            batch_size=int(ctx.config["batch-size"]), lr=float(ctx.config["lr"]),
+            momentum=float(ctx.config["momentum"]), generator=generator, device=ctx.device,
+            batch_transform=adversarial,
+        )  # fmt: skip
+        state = {k: v.detach() for k, v in model.state_dict().items()}
         return boost(state, ctx.global_state, self.boost)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from attacks import AttackContext, craft_malicious
+from attacks import AttackContext, claimed_examples, craft_malicious
 from client_app.defense import release_state, training_hooks
 from client_app.faults import (
     ClientAppError,
@@ -98,7 +98,8 @@ def train(msg: Message, context: Context) -> Message:
             device=device,
         )
         state = {k: v.detach().cpu() for k, v in craft_malicious(ctx).items()}
-        metrics = MetricRecord({"num-examples": int(indices.numel()), "attacked": 1})
+        claim = claimed_examples(cfg, int(indices.numel()))
+        metrics = MetricRecord({"num-examples": claim, "attacked": 1})
     else:
         hooks = training_hooks(cfg, model, server_round, pid)
         result = train_sgd(

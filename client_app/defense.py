@@ -1,7 +1,9 @@
 """Which client-side defense a benign node applies (``client-defense``), built from the config.
 
 - ``none``: plain local SGD;
-- ``wbc``: FL-WBC during training (`client_app.wbc`), keys ``wbc-s``, ``wbc-noise-param``;
+- ``wbc``: FL-WBC during training, keys ``wbc-s``, ``wbc-variant`` (``paper``: Algorithm 1,
+  `client_app.wbc`, with ``wbc-noise-param``; ``official``: the authors' code,
+  `client_app.wbc_official`);
 - ``ldp``: clip and noise the update before sending (`client_app.ldp`), ``ldp-clip``,
   ``ldp-noise-multiplier``.
 
@@ -19,6 +21,7 @@ from torch import nn
 
 from client_app.ldp import ldp_release
 from client_app.wbc import FLWBC
+from client_app.wbc_official import OfficialWBC
 from immunefl.seeding import torch_generator
 
 CLIENT_DEFENSES = ("none", "wbc", "ldp")
@@ -31,11 +34,14 @@ def _generator(cfg: Mapping[str, Any], stream: str, server_round: int, pid: int,
 
 def training_hooks(
     cfg: Mapping[str, Any], model: nn.Module, server_round: int, partition_id: int
-) -> list[FLWBC]:
-    """Step hooks for benign local training (FL-WBC when configured)."""
+) -> list[FLWBC | OfficialWBC]:
+    """Step hooks for benign local training (FL-WBC when configured: Algorithm 1, or the
+    authors' code with ``wbc-variant = official``)."""
     if cfg["client-defense"] != "wbc":
         return []
     gen = _generator(cfg, "wbc-noise", server_round, partition_id, model)
+    if cfg["wbc-variant"] == "official":
+        return [OfficialWBC(model.named_parameters(), float(cfg["lr"]), float(cfg["wbc-s"]), gen)]
     return [
         FLWBC(model.parameters(), float(cfg["lr"]), float(cfg["wbc-s"]), gen,
               str(cfg["wbc-noise-param"]))

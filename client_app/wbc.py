@@ -82,6 +82,9 @@ class FLWBC:
         self._numel = sum(p.numel() for p in self.params)
         self.perturbed_fractions: list[float] = []
 
+    def start_epoch(self) -> None:
+        """Algorithm 1 runs across epochs: a new epoch changes nothing."""
+
     @torch.no_grad()
     def before_step(self) -> None:
         for buf, p in zip(self._before, self.params, strict=True):

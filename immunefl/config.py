@@ -35,6 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "client-defense": ("none", "wbc", "ldp"),
     "wbc-noise-param": ("std", "scale"),
+    "wbc-variant": ("paper", "official"),
     "malicious-placement": ("last", "first"),
     "attack-mode": ("rounds", "continuous"),
     "fail-mode": ("crash", "hang"),
@@ -373,6 +374,11 @@ def validate_config(
         problems.append(f"'run-name' must be a plain directory name, got {c['run-name']!r}")
     if not (math.isfinite(float(c["wbc-s"])) and float(c["wbc-s"]) >= 0):
         problems.append(f"'wbc-s' must be a finite number >= 0, got {c['wbc-s']}")
+    if c["wbc-variant"] == "official" and c["wbc-noise-param"] != "scale":
+        problems.append(
+            "'wbc-variant' official draws Laplace noise of scale s, as the authors' code does: "
+            "set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
+        )
     if not float(c["ldp-clip"]) > 0:
         problems.append(f"'ldp-clip' must be > 0, got {c['ldp-clip']}")
     z = float(c["ldp-noise-multiplier"])

@@ -40,7 +40,10 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 
 
 class StepHook(Protocol):
-    """Called around every optimiser step (e.g. the FL-WBC defense)."""
+    """Called at the start of every local epoch and around every optimiser step (e.g. the
+    FL-WBC defense)."""
+
+    def start_epoch(self) -> None: ...
 
     def before_step(self) -> None: ...
 
@@ -124,6 +127,8 @@ def train_sgd(
     total_loss = torch.zeros((), device=device)
     steps = 0
     for _ in range(epochs):
+        for hook in hooks:
+            hook.start_epoch()
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
