@@ -232,6 +232,29 @@ def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
     return fig, data
 
 
+def aep_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """AEP per round, ``||W_t(S) - W_t(S minus M)||`` (FL-WBC Def. 1; runs with ``track-aep``),
+    one curve per defense (mean over seeds), adversarial rounds shaded: FL-WBC's claim is that
+    it makes this decay after an attack where FedAvg keeps it."""
+    if not runs or not all("aep_norm" in r["rows"][0] for r in runs):
+        raise ValueError("the runs did not track AEP (track-aep=true)")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    data = {label: mean_curve(members, "aep_norm") for label, members in group_runs(runs).items()}
+    styles = curve_styles(data)
+    for label, (rounds, values) in data.items():
+        ax.plot(rounds, values, linewidth=1.5, **styles[label])
+    for r in _adversarial(runs):
+        ax.axvline(r, color="black", alpha=0.15, linewidth=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("communication round")
+    ax.set_ylabel("AEP  ||W(S) - W(S without M)||")
+    ax.set_title(title or "Attack effect on parameters (shaded: adversarial rounds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig, data
+
+
 def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     """Write `fig` as PNG and SVG; close it; return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)

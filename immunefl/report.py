@@ -132,6 +132,8 @@ def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[
     if plots.attack_metric(runs):
         figures.insert(0, ("attack", plots.attack_figure))
         figures.append(("tradeoff", plots.tradeoff_figure))
+    if runs and all("aep_norm" in r["rows"][0] for r in runs):
+        figures.append(("aep", plots.aep_figure))
     written = []
     for kind, make in figures:
         try:

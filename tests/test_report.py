@@ -131,3 +131,29 @@ def test_every_curve_has_its_own_style_and_coinciding_curves_are_named() -> None
     assert len(pairs) == len(curves)  # no two curves look alike
     assert styles["CTMA beta=0.4"]["label"] == "CTMA beta=0.4 (= FedAvg)"
     assert styles["FedAvg"]["label"] == "FedAvg"
+
+
+def test_aep_figure_plots_the_attack_effect_per_defense(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs, write_figures
+
+    for name, seed, aep, defense in (("f0", 0, [0.0, 2.0, 1.8, 1.7], "none"),
+                                     ("w0", 0, [0.0, 2.0, 0.9, 0.3], "wbc")):  # fmt: skip
+        config = {**load_schema(), "run-name": name, "seed": seed, "attack": "targeted",
+                  "adv-rounds": "2", "client-defense": defense}  # fmt: skip
+        rec = RunRecorder(tmp_path / name)
+        rec.write_config(config)
+        for r, a in enumerate(aep, start=1):
+            row = {"round": r, "adversarial": r == 2, "benign_acc": 0.5, "benign_loss": 1.0,
+                   "mis_conf": 0.1, "aep_norm": a, "round_seconds": 1.0,
+                   "malicious_aggregated": 5 * (r == 2)}  # fmt: skip
+            rec.append_round(row)
+        summary = summarize(rec.rows, 5.0)
+        summary.update(attack_summary(rec.rows, config, [2]))
+        rec.write_summary(summary)
+    runs = load_runs([tmp_path])
+    _, data = plots.aep_figure(runs)
+    assert data["FL-WBC s=0.4"] == ([1, 2, 3, 4], [0.0, 2.0, 0.9, 0.3])
+    assert data["FedAvg"][1][-1] == 1.7
+    kinds = [k for k, _ in write_figures(runs, "x", tmp_path / "figs")]
+    assert "aep" in kinds and (tmp_path / "figs" / "x-aep.png").exists()
