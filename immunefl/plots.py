@@ -27,7 +27,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 Run = dict[str, Any]
 # keys that identify a curve besides the defense; shown in labels only when they vary
-CONTEXT_KEYS = ("dataset", "partitioning", "malicious-per-round", "poison-samples", "attack")
+CONTEXT_KEYS = ("dataset", "partitioning", "malicious-per-round", "poison-samples", "attack",
+                "local-epochs", "batch-size")  # fmt: skip
 
 
 def defense_label(config: dict[str, Any]) -> str:
@@ -251,6 +252,62 @@ def aep_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any
     ax.set_title(title or "Attack effect on parameters (shaded: adversarial rounds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig, data
+
+
+def local_steps(run: Run) -> float:
+    """Local SGD steps per round of the run's benign clients (``client.steps``, mean)."""
+    steps = [r["client.steps"] for r in run["rows"] if r.get("client.steps") is not None]
+    if not steps:
+        raise ValueError(f"{run['config']['run-name']}: no client.steps recorded")
+    return statistics.fmean(steps)
+
+
+def _metric_after(run: Run, offset: int) -> float | None:
+    adv = run["summary"].get("adversarial_rounds") or []
+    by_round = {r["round"]: r.get("mis_conf") for r in run["rows"]}
+    return by_round.get(adv[0] + offset) if adv else None
+
+
+def regime_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """The regime map: attack mitigation rounds and mis_conf 1/3/5 rounds after the attack vs
+    local SGD steps per round, one curve per defense, mean +- sd over seeds."""
+    by_defense: dict[str, dict[float, list[Run]]] = {}
+    for run in runs:
+        steps = round(local_steps(run))
+        by_defense.setdefault(defense_label(run["config"]), {}).setdefault(steps, []).append(run)
+    if not by_defense or all(len(v) < 2 for v in by_defense.values()):
+        raise ValueError("a regime map needs runs at two or more local step counts")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = curve_styles({k: ([0], [float(i)]) for i, k in enumerate(by_defense)})
+    data: dict[str, Any] = {}
+    for label, points in by_defense.items():
+        xs = sorted(points)
+        mit = [[_mitigation(m)[0] for m in points[x]] for x in xs]
+        mean = [statistics.fmean(v) for v in mit if None not in v]
+        sd = [statistics.pstdev(v) for v in mit if None not in v]
+        st = styles[label]
+        left.errorbar(xs[: len(mean)], mean, yerr=sd, marker="o", capsize=3, label=label,
+                      color=st["color"], linestyle=st["linestyle"])  # fmt: skip
+        entry = {"steps": xs, "mitigation": mean, "mitigation_sd": sd}
+        for offset, marker in ((1, "o"), (3, "s"), (5, "^")):
+            vals = [[_metric_after(m, offset) for m in points[x]] for x in xs]
+            ys = [statistics.fmean(v) if None not in v else float("nan") for v in vals]
+            right.plot(xs, ys, marker=marker, color=st["color"], linestyle=st["linestyle"],
+                       label=f"{label}, +{offset}")  # fmt: skip
+            entry[f"mis_conf+{offset}"] = ys
+        data[label] = entry
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("local SGD steps per round (E x |D_k| / B)")
+        ax.grid(alpha=0.3)
+    left.set_ylabel("attack mitigation rounds (> N drawn at N + 1)")
+    right.set_ylabel("misclassification confidence after the attack")
+    right.set_ylim(-0.02, 1.02)
+    left.legend(fontsize=8)
+    right.legend(fontsize=7, ncol=2)
+    fig.suptitle(title or "Where FL-WBC works: the local-training regime")
     fig.tight_layout()
     return fig, data
 

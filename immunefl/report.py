@@ -134,6 +134,8 @@ def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[
         figures.append(("tradeoff", plots.tradeoff_figure))
     if runs and all("aep_norm" in r["rows"][0] for r in runs):
         figures.append(("aep", plots.aep_figure))
+    if len({(r["config"]["local-epochs"], r["config"]["batch-size"]) for r in runs}) > 1:
+        figures.append(("regime", plots.regime_figure))
     written = []
     for kind, make in figures:
         try:

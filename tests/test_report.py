@@ -157,3 +157,34 @@ def test_aep_figure_plots_the_attack_effect_per_defense(tmp_path: Path) -> None:
     assert data["FedAvg"][1][-1] == 1.7
     kinds = [k for k, _ in write_figures(runs, "x", tmp_path / "figs")]
     assert "aep" in kinds and (tmp_path / "figs" / "x-aep.png").exists()
+
+
+def test_regime_map_puts_each_defense_on_the_local_steps_axis(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs, write_figures
+
+    # (epochs, batch, steps, defense, mis_conf per round); the attack is in round 2
+    cases = [(1, 32, 19, "none", [0.1, 1.0, 0.9, 0.9, 0.8, 0.8, 0.7]),
+             (10, 10, 600, "none", [0.1, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1]),
+             (1, 32, 19, "wbc", [0.1, 1.0, 0.9, 0.9, 0.8, 0.8, 0.7]),
+             (10, 10, 600, "wbc", [0.1, 1.0, 0.3, 0.1, 0.1, 0.1, 0.1])]  # fmt: skip
+    for e, b, steps, defense, confs in cases:
+        name = f"{defense}-{steps}"
+        config = {**load_schema(), "run-name": name, "attack": "targeted", "adv-rounds": "2",
+                  "client-defense": defense, "local-epochs": e, "batch-size": b}  # fmt: skip
+        rec = RunRecorder(tmp_path / name)
+        rec.write_config(config)
+        for r, c in enumerate(confs, start=1):
+            rec.append_round({"round": r, "adversarial": r == 2, "benign_acc": 0.5,
+                              "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0,
+                              "client.steps": float(steps), "malicious_aggregated": 1})  # fmt: skip
+        summary = summarize(rec.rows, 5.0)
+        summary.update(attack_summary(rec.rows, config, [2]))
+        rec.write_summary(summary)
+    runs = load_runs([tmp_path])
+    _, data = plots.regime_figure(runs)
+    assert data["FL-WBC s=0.4"]["steps"] == [19, 600]
+    assert data["FL-WBC s=0.4"]["mitigation"] == [6.0, 1.0]  # >5 drawn at 6; 1 round at 600
+    assert data["FedAvg"]["mitigation"] == [6.0, 3.0]
+    assert data["FedAvg"]["mis_conf+1"] == [0.9, 0.8]
+    assert "regime" in [k for k, _ in write_figures(runs, "x", tmp_path / "figs")]
