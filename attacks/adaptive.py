@@ -6,7 +6,7 @@ updates (`AttackContext.benign_update` of the malicious partitions), n = clients
 m = malicious-per-round,
 
     c_k   = | m * sign(u_k) + (n - m) * mean_j sign(b_jk) | / n       (predicted consistency)
-    keep  = c_k > tau                                                  (tau = invariant-tau)
+    keep  = c_k >= tau    (as the server's AND-mask: ties kept)        (tau = invariant-tau)
     u'    = (u * keep) * ||u|| / ||u * keep||                          (same L2 norm as u)
 """
 
@@ -18,10 +18,13 @@ import torch
 def predicted_mask(
     update: torch.Tensor, benign_refs: torch.Tensor, n: int, m: int, tau: float
 ) -> torch.Tensor:
-    """The AND-mask the attacker expects (boolean, shaped like `update`)."""
+    """The AND-mask the attacker expects (boolean, shaped like `update`): the server's rule
+    (`strategies.invariant.and_mask`, ties kept) on the expected vote count."""
+    from strategies.invariant import VOTE_TOLERANCE  # here: the strategies package imports flwr
+
     benign_sign = torch.sign(benign_refs).mean(0) if len(benign_refs) else torch.zeros_like(update)
-    consistency = (m * torch.sign(update) + (n - m) * benign_sign).abs() / n
-    return consistency > tau
+    votes = (m * torch.sign(update) + (n - m) * benign_sign).abs()
+    return votes >= tau * n - VOTE_TOLERANCE
 
 
 def rescale_to_mask(update: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,8 @@ def test_adaptive_preserves_norm_and_zeroes_predicted_masked_coordinates(fmnist,
     refs = torch.tensor([[1.0, 1.0, -1.0], [1.0, 1.0, -1.0]])
     # m=1 of n=4 agrees with benign on coord 0 only -> consistency [1, 0.5, 0.5]
     assert predicted_mask(u, refs, 4, 1, 0.6).tolist() == [True, False, False]
+    # the server keeps ties (c = tau): so does the attacker's prediction
+    assert predicted_mask(u, refs, 4, 1, 0.5).tolist() == [True, True, True]
 
 
 def test_dba_parts_make_up_the_full_trigger() -> None:
