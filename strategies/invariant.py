@@ -9,15 +9,15 @@ Theorem 10's tau = 1 - 2*alpha and Table 3's tau = 0.2 / 0.6 use it):
 
 A coordinate whose consistency *equals* tau is kept: the proof of Theorem 10 needs "a dimension
 with at least N - alpha*N benign elements pointing to the benign direction will not be masked
-out" with tau = 1 - 2*alpha, and N - alpha*N agreeing votes against alpha*N give exactly
-c = 1 - 2*alpha = tau; §5.1 says "if the sign consistency is below a given threshold tau, the
-mask element is set to 0; otherwise ... 1", and the authors' code keeps ``>= 0.6`` too. (The
-paper is not consistent: Definition 7 and Algorithm 1 write a strict ``> tau``, and the p+ count
-in the same proof fits the strict form; we follow the guarantee, the prose and the code.) Vote counts are integers, so ties
-are common (n = 10, tau = 0.2: 6 vs 4 votes; n = 20, tau = 0.6: 16 vs 4); the comparison is made
-on the integer vote count, ``|sum_i sign(U_ik)| >= tau * n``, with a tolerance far below one vote
-so that ``tau * n`` computed in floating point (0.6 * 20 = 12.000000000000002) cannot mask a tie.
-tau = 0 keeps every coordinate (the trimmed mean alone).
+out" with tau = 1 - 2*alpha, and N - alpha*N agreeing votes against alpha*N give exactly c = 1 -
+2*alpha = tau; §5.1 says "if the sign consistency is below a given threshold tau, the mask
+element is set to 0; otherwise ... 1", and the authors' code keeps ``>= 0.6`` too. (The paper is
+not consistent: Definition 7 and Algorithm 1 write a strict ``> tau``, and the p+ count in the
+same proof fits the strict form; we follow the guarantee, the prose and the code.) Vote counts
+are integers, so ties are common (n = 10, tau = 0.2: 6 vs 4 votes; n = 20, tau = 0.6: 16 vs 4);
+the comparison is made on the integer vote count, ``|sum_i sign(U_ik)| >= tau * n``, with a
+tolerance far below one vote so that ``tau * n`` computed in floating point (0.6 * 20 =
+12.000000000000002) cannot mask a tie. tau = 0 keeps every coordinate (the trimmed mean alone).
 
 Aggregate (Algorithm 1): g~ = m (elementwise) TrMean({U_i}; alpha)   (Definition 9).
 
