@@ -46,7 +46,12 @@ def _train_round(
 ) -> tuple[list[Message], list[Message], ArrayRecord | None, Any]:  # fmt: skip
     messages = list(strategy.configure_train(server_round, arrays, config, grid))
     replies = exchange(grid, messages, timeout, poll)
-    new_arrays, metrics = strategy.aggregate_train(server_round, replies)
+    try:
+        new_arrays, metrics = strategy.aggregate_train(server_round, replies)
+    except Exception as exc:  # noqa: BLE001 - defence in depth: a round fails, never the run
+        log(ERROR, "[immunefl] round %d: aggregation raised %s: %s; global model unchanged",
+            server_round, type(exc).__name__, exc)  # fmt: skip
+        new_arrays, metrics = None, {"aggregate_rejected": 1}
     return messages, replies, new_arrays, metrics
 
 
@@ -111,7 +116,7 @@ def run_rounds(
         screened = strategy_screening(strategy)
         if stop_on_client_error and (bugs := unexpected_failures(screened, roster)):
             raise ClientFailure(f"round {server_round}: " + "\n".join(bugs))
-        aggregate_rejected = 0
+        aggregate_rejected = int((train_metrics or {}).get("aggregate_rejected", 0))
         if new_arrays is not None and (problem := layout.aggregate_problem(new_arrays)):
             log(ERROR, "[immunefl] round %d: aggregate refused (%s); global model unchanged",
                 server_round, problem)  # fmt: skip

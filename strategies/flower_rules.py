@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from logging import WARNING
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp.strategy import (
     Bulyan,
     DifferentialPrivacyServerSideFixedClipping,
@@ -28,7 +30,7 @@ from flwr.serverapp.strategy import (
 
 from immunefl.seeding import derive_seed
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
-from strategies.updates import Screened, mean_client_metrics
+from strategies.updates import Layout, Screened, mean_client_metrics
 
 
 class FlowerRuleStrategy(ImmuneFedAvg):
@@ -44,7 +46,25 @@ class FlowerRuleStrategy(ImmuneFedAvg):
         arrays, _ = self.rule.aggregate_train(server_round, screened.sanitized(MessageType.TRAIN))
         if arrays is None:
             raise ValueError(f"{type(self.rule).__name__} returned no model")
-        return arrays, {"n": len(screened)}
+        return in_model_layout(arrays, self._global, screened), {"n": len(screened)}
+
+
+def in_model_layout(arrays: ArrayRecord, global_arrays: ArrayRecord, screened: Screened):
+    """A Flower rule's aggregate in the broadcast model's layout: floating-point tensors cast
+    back to their dtype (Flower averages in float64), integer buffers (BatchNorm's
+    ``num_batches_tracked``) the median of the accepted replies, as in `apply_update` (Flower
+    turns them into float64 means, which the aggregate check would refuse every round)."""
+    assert global_arrays is not None
+    layout = Layout.of(global_arrays)
+    state: dict[str, torch.Tensor] = {}
+    for k in layout.keys:
+        if k in layout.offsets:
+            value = np.asarray(arrays[k].numpy(), dtype=layout.dtypes[k])
+            state[k] = torch.from_numpy(value.reshape(layout.shapes[k]).copy())
+        else:
+            stacked = torch.stack([torch.from_numpy(np.array(a[k])) for a in screened.arrays])
+            state[k] = stacked.median(dim=0).values
+    return ArrayRecord(state)
 
 
 def _f(config: Mapping[str, Any]) -> int:
@@ -152,7 +172,12 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
             nodes=screened.nodes, arrays=screened.arrays, metrics=screened.metrics,
             weights=torch.ones(len(screened), dtype=torch.float64),
         )  # fmt: skip
-        arrays, metrics = super().aggregate_train(server_round, uniform.sanitized("train"))
+        try:
+            arrays, metrics = super().aggregate_train(server_round, uniform.sanitized("train"))
+        except Exception as exc:  # noqa: BLE001 - e.g. Flower's clip divides by a zero norm
+            log(WARNING, "round %d skipped: dp-fixed failed (%s: %s); global model unchanged",
+                server_round, type(exc).__name__, exc)  # fmt: skip
+            arrays, metrics = None, MetricRecord({})
         self.strategy.last_screened = screened  # the inner strategy screened the clean copies
         metrics = metrics if metrics is not None else MetricRecord({})
         metrics["rejected_replies"] = len(screened.rejected)

@@ -229,3 +229,48 @@ def test_evaluate_replies_are_screened_and_averaged_per_key() -> None:
     assert "client_eval.round" in out and "round" not in out
     # 7 x 0.5 + 0.9 (weight 600 each) + 0.0 (capped to 1200)
     assert out["client_eval.acc"] == pytest.approx((7 * 0.5 + 0.9) * 600 / (8 * 600 + 1200))
+
+
+# --------------------------------------------------------------------------- found by red-teaming
+def test_dp_fixed_survives_a_zero_update() -> None:
+    """Flower's clip divides by the update norm: one client sending the global back crashed it."""
+    strategy = make("dp-fixed", **{"dp-noise-multiplier": 0.0, "dp-clip": 1.0})
+    zero = {k: v.clone() for k, v in global_state().items()}
+    arrays, out = one_round(strategy, [plain(s) for s in honest(9)] + [plain(zero)])
+    assert out["rejected_replies"] == 0  # no crash; the round is either aggregated or skipped
+    if arrays is None:
+        assert out["aggregated_replies"] == 0
+
+
+@pytest.mark.parametrize("name", ["krum", "multikrum", "bulyan"])
+def test_flower_rules_keep_integer_buffers_and_dtypes(name: str) -> None:
+    """Flower's rules average in float64 and turn int64 buffers into floats: every aggregate
+    of a model with BatchNorm counters (resnet18) used to be refused."""
+    strategy = make(name, **{"krum-f": 1, "clients-per-round": 10})
+    arrays, _ = one_round(strategy, [plain(s) for s in honest(10)])
+    layout = Layout.of(ArrayRecord(global_state()))
+    assert layout.aggregate_problem(arrays) is None
+    assert arrays["steps"].dtype == "int64" and arrays["w"].dtype == "float32"
+    assert arrays.to_torch_state_dict()["steps"].item() == 6
+
+
+def test_a_raising_aggregation_is_a_skipped_round_not_a_crash(task_identity) -> None:
+    from server_app.loop import _train_round
+
+    class Boom:
+        def configure_train(self, *args):
+            return []
+
+        def aggregate_train(self, *args):
+            raise ZeroDivisionError("float division by zero")
+
+    class Grid:
+        def push_messages(self, messages):
+            return []
+
+        def pull_messages(self, ids):
+            return []
+
+    _, _, arrays, metrics = _train_round(Grid(), Boom(), 1, ArrayRecord(global_state()),
+                                         ConfigRecord(), 1.0, 0.01)  # fmt: skip
+    assert arrays is None and metrics["aggregate_rejected"] == 1
