@@ -42,12 +42,14 @@ class Roster:
         raise KeyError(f"node {node_id} is not in the roster")
 
 
-def _whoami(content: RecordDict) -> tuple[int, str, int]:
+def _whoami(content: RecordDict, num_partitions: int | None = None) -> tuple[int, str, int]:
     """(partition id, role, example count) of a whoami reply, every field checked."""
     info = content["whoami"]
     pid, role, size = info["partition-id"], info["role"], info["num-examples"]
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise ValueError(f"partition-id {pid!r} is not an integer")
+    if num_partitions is not None and not 0 <= pid < num_partitions:
+        raise ValueError(f"partition-id {pid} is outside [0, {num_partitions})")
     if not isinstance(role, str) or role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -84,7 +86,7 @@ def discover(
             problems.append(f"node {nid}: whoami failed: {reply.error.reason}")
             continue
         try:
-            pid, role, size = _whoami(reply.content)
+            pid, role, size = _whoami(reply.content, num_partitions)
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"node {nid}: malformed whoami reply ({exc})")
             continue

@@ -109,6 +109,8 @@ class ImmuneFedAvg(FedAvg):
         #: the last round's screening outcome (the round loop reads it: outcomes by role)
         self.last_screened = Screened()
         self.last_eval = Screened()
+        #: set while a wrapper (dp-fixed) hands back copies of replies this strategy screened
+        self.resubmission = False
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -182,6 +184,7 @@ class ImmuneFedAvg(FedAvg):
         screened = screen_replies(
             self._ordered(replies), self._global, Layout.of(self._global), self.device,
             self.max_update_norm, self.reported_sizes, self.weight_cap_ratio,
+            None if self.resubmission else set(self._last_train_nodes),
         )  # fmt: skip
         _log_outcomes(server_round, "train", screened)
         self.last_screened = screened
@@ -277,12 +280,19 @@ class ImmuneFedAvg(FedAvg):
         return weighted_mean(U, weights), {}
 
 
+def _printable(text: str, limit: int = 2000) -> str:
+    """Client-written text as one log line: control characters escaped (no forged lines)."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 def _log_outcomes(server_round: int, phase: str, screened: Screened) -> None:
     for node, reason in screened.failed:
-        log(WARNING, "round %d %s: node %d failed: %s", server_round, phase, node, reason)
+        log(WARNING, "round %d %s: node %d failed: %s", server_round, phase, node,
+            _printable(reason))  # fmt: skip
     for node, reason in screened.rejected:
         log(WARNING, "round %d %s: rejected reply from node %d: %s",
-            server_round, phase, node, reason)  # fmt: skip
+            server_round, phase, node, _printable(reason))  # fmt: skip
     for node, reason in screened.capped:
         log(WARNING, "round %d %s: capped the weight of node %d: %s",
             server_round, phase, node, reason)  # fmt: skip

@@ -172,12 +172,15 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
             nodes=screened.nodes, arrays=screened.arrays, metrics=screened.metrics,
             weights=torch.ones(len(screened), dtype=torch.float64),
         )  # fmt: skip
+        self.strategy.resubmission = True
         try:
             arrays, metrics = super().aggregate_train(server_round, uniform.sanitized("train"))
         except Exception as exc:  # noqa: BLE001 - e.g. Flower's clip divides by a zero norm
             log(WARNING, "round %d skipped: dp-fixed failed (%s: %s); global model unchanged",
                 server_round, type(exc).__name__, exc)  # fmt: skip
             arrays, metrics = None, MetricRecord({})
+        finally:
+            self.strategy.resubmission = False
         self.strategy.last_screened = screened  # the inner strategy screened the clean copies
         metrics = metrics if metrics is not None else MetricRecord({})
         metrics["rejected_replies"] = len(screened.rejected)

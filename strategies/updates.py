@@ -45,6 +45,8 @@ CLIENT_PREFIX = "client."
 #: ... and client-side evaluation metrics under this one (``client_eval.acc``).
 EVAL_PREFIX = "client_eval."
 MAX_METRICS = 32
+MAX_METRIC_ABS = 1e12  # larger client-reported numbers would let one client own an average
+MAX_HEADER_BYTES = 65_546  # the largest .npy header (format 2.0/3.0: 4-byte length + magic)
 METRIC_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 NUMPY_STYPE = "numpy.ndarray"
 
@@ -106,6 +108,8 @@ class Layout:
                     f"'{k}' bytes decode to {value.dtype} {value.shape} but declare "
                     f"{self.dtypes[k]} {self.shapes[k]}"
                 )
+            if len(arr.data) > value.nbytes + MAX_HEADER_BYTES:
+                raise ReplyRejected(f"'{k}' carries {len(arr.data) - value.nbytes} extra bytes")
             out[k] = value
         return out
 
@@ -140,6 +144,8 @@ def client_metrics(record: MetricRecord) -> tuple[float, dict[str, float]]:
             raise ReplyRejected(f"metric '{key}' is not a number ({type(value).__name__})")
         if not math.isfinite(value):
             raise ReplyRejected(f"metric '{key}' is not finite ({value})")
+        if key != WEIGHT_KEY and abs(value) > MAX_METRIC_ABS:
+            raise ReplyRejected(f"metric '{key}' = {value:.3g} is out of range (|x| <= 1e12)")
         values[key] = float(value)
     weight = values.pop(WEIGHT_KEY, None)
     if weight is None:
@@ -249,12 +255,23 @@ def screen_replies(
     max_update_norm: float = 0.0,
     reported: Mapping[int, float] | None = None,
     cap_ratio: float = 2.0,
+    expected: set[int] | None = None,
 ) -> Screened:
-    """Check every reply and stack the accepted ones' pseudo-gradients (see module doc)."""
+    """Check every reply and stack the accepted ones' pseudo-gradients (see module doc).
+    With `expected` (the node ids asked this round), replies from other nodes are rejected."""
     out = Screened()
     candidates: list[tuple[int, dict[str, np.ndarray], float, dict[str, float]]] = []
+    seen: set[int] = set()
     for msg in replies:
         node = msg.metadata.src_node_id
+        if expected is not None:  # replies off the grid (not our own sanitized copies)
+            if node in seen:  # Flower's link state refuses these too: defence in depth
+                out.rejected.append((node, "a second reply from the same node this round"))
+                continue
+            seen.add(node)
+            if expected is not None and node not in expected:
+                out.rejected.append((node, "a reply from a node that was not asked this round"))
+                continue
         if msg.has_error():
             out.failed.append((node, str(msg.error.reason)))
             continue

@@ -274,3 +274,46 @@ def test_a_raising_aggregation_is_a_skipped_round_not_a_crash(task_identity) -> 
     _, _, arrays, metrics = _train_round(Grid(), Boom(), 1, ArrayRecord(global_state()),
                                          ConfigRecord(), 1.0, 0.01)  # fmt: skip
     assert arrays is None and metrics["aggregate_rejected"] == 1
+
+
+def test_duplicate_unsolicited_oversized_and_out_of_range_replies_are_refused(caplog) -> None:
+    strategy = make("fedavg")
+    msgs = list(strategy.configure_train(1, ArrayRecord(global_state()), ConfigRecord(), None))
+    states = honest(4)
+    replies = [reply_to(m, plain(s)) for m, s in zip(msgs[:3], states, strict=False)]
+    replies.append(reply_to(msgs[0], plain(states[3])))  # node 101 again
+    padded = ArrayRecord(states[3])
+    w = padded["w"]
+    padded["w"] = Array(dtype=w.dtype, shape=w.shape, stype=w.stype, data=w.data + b"\0" * 100_000)
+    replies.append(reply_to(msgs[4], RecordDict({"arrays": padded, "metrics": MetricRecord(
+        {"num-examples": 600.0})})))  # fmt: skip
+    loud = MetricRecord({"num-examples": 600.0, "train_loss": 1.7e308})
+    replies.append(reply_to(msgs[5], RecordDict({"arrays": ArrayRecord(states[0]),
+                                                 "metrics": loud})))  # fmt: skip
+    evil = MetricRecord({"num-examples": 600.0})
+    forged = reply_to(msgs[6], RecordDict({"arrays": ArrayRecord(states[1]), "metrics": evil}))
+    forged.metadata.__dict__["_src_node_id"] = 999  # a node nobody asked
+    replies.append(forged)
+    arrays, out = strategy.aggregate_train(1, replies)
+    assert out["aggregated_replies"] == 3 and out["rejected_replies"] == 4
+    for why in ("second reply", "extra bytes", "out of range", "not asked"):
+        assert why in caplog.text
+
+
+def test_client_text_cannot_forge_log_lines() -> None:
+    from strategies.fedavg import _printable
+
+    assert _printable("x\nINFO : [immunefl] round 9/9\x1b[31m") == (
+        "x\\nINFO : [immunefl] round 9/9\\x1b[31m"
+    )
+
+
+def test_whoami_partition_ids_must_be_in_range() -> None:
+    from flwr.app import ConfigRecord as CR
+
+    from server_app.roster import _whoami
+
+    content = RecordDict({"whoami": CR({"partition-id": -7, "role": "benign",
+                                        "num-examples": 600})})  # fmt: skip
+    with pytest.raises(ValueError, match="outside"):
+        _whoami(content, 10)
