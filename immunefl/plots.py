@@ -214,10 +214,12 @@ def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
     return fig, data
 
 
-def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
-    """Benign accuracy per round per defense (mean over seeds)."""
+def _per_round_figure(
+    runs: Sequence[Run], key: str, ylabel: str, title: str, legend: str
+) -> tuple[Any, dict[str, Any]]:
+    """`key` per round, one curve per defense (mean over seeds), adversarial rounds shaded."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    data = {label: mean_curve(members, "benign_acc") for label, members in group_runs(runs).items()}
+    data = {label: mean_curve(members, key) for label, members in group_runs(runs).items()}
     styles = curve_styles(data)
     for label, (rounds, values) in data.items():
         ax.plot(rounds, values, linewidth=1.5, **styles[label])
@@ -225,12 +227,19 @@ def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str
         ax.axvline(r, color="black", alpha=0.15, linewidth=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("communication round")
-    ax.set_ylabel("benign accuracy")
-    ax.set_title(title or "Benign accuracy (shaded: adversarial rounds)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     return fig, data
+
+
+def accuracy_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
+    """Benign accuracy per round per defense (mean over seeds)."""
+    return _per_round_figure(runs, "benign_acc", "benign accuracy",
+                             title or "Benign accuracy (shaded: adversarial rounds)",
+                             "lower right")  # fmt: skip
 
 
 def aep_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
@@ -239,21 +248,9 @@ def aep_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any
     it makes this decay after an attack where FedAvg keeps it."""
     if not runs or not all("aep_norm" in r["rows"][0] for r in runs):
         raise ValueError("the runs did not track AEP (track-aep=true)")
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    data = {label: mean_curve(members, "aep_norm") for label, members in group_runs(runs).items()}
-    styles = curve_styles(data)
-    for label, (rounds, values) in data.items():
-        ax.plot(rounds, values, linewidth=1.5, **styles[label])
-    for r in _adversarial(runs):
-        ax.axvline(r, color="black", alpha=0.15, linewidth=3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("AEP  ||W(S) - W(S without M)||")
-    ax.set_title(title or "Attack effect on parameters (shaded: adversarial rounds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig, data
+    return _per_round_figure(runs, "aep_norm", "AEP  ||W(S) - W(S without M)||",
+                             title or "Attack effect on parameters (shaded: adversarial rounds)",
+                             "best")  # fmt: skip
 
 
 def local_steps(run: Run) -> float:
