@@ -101,7 +101,10 @@ def test_a_killed_launcher_is_reaped(tmp_path: Path) -> None:
     assert tagged_pids(tag) == [sleeper.pid]
     holder.kill()
     holder.wait(timeout=30)
-    sleeper.wait(timeout=60)  # the reaper ended it
+    sleeper.wait(timeout=60)  # the reaper ended it ...
+    deadline = time.monotonic() + 60  # ... and then removes the directory: wait, bounded
+    while doomed.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not tagged_pids(tag) and not doomed.exists()
 
 
