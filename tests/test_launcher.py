@@ -60,7 +60,7 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
     head = RayHead(env, tmp_path / "ray.log")
     head.start()
     try:
-        head.wait_until_listening(60)
+        head.wait_until_listening(180)
         strip = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")
         stranger = {k: v for k, v in os.environ.items() if k not in strip}
         ours = {**stranger, **head.auth_env()}
