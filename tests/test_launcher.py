@@ -68,7 +68,7 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
         for name, e in (("stranger", stranger), ("ours", ours)):
             outs[name] = subprocess.run(
                 [sys.executable, "-c", DRIVER, head.address], env=e, capture_output=True,
-                text=True, timeout=120,
+                text=True, timeout=300,
             ).stdout  # fmt: skip
         assert "REFUSED" in outs["stranger"], outs
         assert "CONNECTED" in outs["ours"], outs
