@@ -8,6 +8,7 @@ scripts/build-standin-images.sh downloads their wheels for the offline CI build.
 
 import re
 import sys
+
 import tomllib
 
 path = sys.argv[1] if len(sys.argv) > 1 else "pyproject.toml"
