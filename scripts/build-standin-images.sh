@@ -11,7 +11,8 @@
 #
 #   bash scripts/build-standin-images.sh          # uses $DOCKER_HOST like any docker client
 #
-# The debootstrap tarball, the wheelhouse and the Debian packages are cached in
+# The debootstrap tarball, the wheelhouse, the Debian binaries and the heavy stand-in images
+# (`docker save`) are cached in
 # $IMMUNEFL_DOCKER_CACHE (default ~/.cache/immunefl/docker, outside the repository so that fresh
 # clones on the same machine reuse it); from scratch it takes a few minutes more.
 # Images are built with the classic builder unless DOCKER_BUILDKIT=1 is set.
@@ -48,10 +49,6 @@ if [ ! -s "$base_tar" ]; then
   tar -C "$rootfs" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
   rm -rf "$rootfs"
 fi
-if ! "$DOCKER" image inspect immunefl-standin/debian-python:bookworm >/dev/null 2>&1; then
-  log "docker import of the base image"
-  "$DOCKER" import -c 'CMD ["/bin/bash"]' "$base_tar" immunefl-standin/debian-python:bookworm >/dev/null
-fi
 
 # ---- 2. wheelhouses (built on this host, for CPython 3.11 = bookworm's python3)
 wheels="$CACHE/wheels-flwr$FLWR_VERSION-torch$TORCH_VERSION"
@@ -86,7 +83,31 @@ if [ ! -x "$debs/bin/prometheus" ] || [ ! -x "$debs/bin/pushgateway" ]; then
   rm -rf "$debs/unpacked" "$debs"/*.deb
 fi
 
-# ---- 4. images
+# ---- 4. images. The heavy ones (base, Flower, superexec + wheelhouse) are saved in the cache
+# after a build and loaded from it next time (IMMUNEFL_STANDIN_IMAGE_CACHE=0: always build);
+# the thin ones (superlink, supernode, Prometheus, Pushgateway) are always built.
+heavy=(immunefl-standin/debian-python:bookworm "immunefl-standin/flwr:$FLWR_VERSION"
+       "flwr/superexec:$FLWR_VERSION")
+key=$({ cat "$ROOT/docker/standin/Dockerfile.flwr" "$ROOT/docker/standin/Dockerfile.superexec"
+        ls "$wheels/flwr" "$wheels/app"; echo "$FLWR_VERSION"; stat -c %s "$base_tar"; } |
+      sha256sum | cut -c1-16)
+saved="$CACHE/standin-images-$key.tar"
+have() {  # have IMAGE...: all there, built from this key (Dockerfiles, wheels, base)
+  local image
+  for image in "$@"; do
+    [ "$("$DOCKER" image inspect -f '{{index .Config.Labels "org.immunefl.standin-key"}}' \
+        "$image" 2>/dev/null)" = "$key" ] || return 1
+  done
+}
+if [ "${IMMUNEFL_STANDIN_IMAGE_CACHE:-1}" = 1 ] && [ -s "$saved" ] && ! have "${heavy[@]}"; then
+  log "docker load of the cached stand-in base images ($(basename "$saved"))"
+  "$DOCKER" load -q -i "$saved" >/dev/null
+fi
+if ! have immunefl-standin/debian-python:bookworm; then
+  log "docker import of the base image"
+  "$DOCKER" import -c 'CMD ["/bin/bash"]' -c "LABEL org.immunefl.standin-key=$key" "$base_tar" \
+    immunefl-standin/debian-python:bookworm >/dev/null
+fi
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 build() {  # build TAG DOCKERFILE CONTEXT_DIR [--build-arg ...]
@@ -99,14 +120,26 @@ mkdir -p "$ctx/flwr" "$ctx/app" "$ctx/prom" "$ctx/empty"
 cp -al "$wheels/flwr" "$ctx/flwr/wheelhouse" 2>/dev/null || cp -a "$wheels/flwr" "$ctx/flwr/wheelhouse"
 cp -al "$wheels/app" "$ctx/app/wheelhouse" 2>/dev/null || cp -a "$wheels/app" "$ctx/app/wheelhouse"
 cp -a "$debs/bin" "$ctx/prom/bin"
-build "immunefl-standin/flwr:$FLWR_VERSION" Dockerfile.flwr "$ctx/flwr" \
-  --build-arg "FLWR_VERSION=$FLWR_VERSION"
+built_heavy=0
+if ! have "immunefl-standin/flwr:$FLWR_VERSION"; then
+  build "immunefl-standin/flwr:$FLWR_VERSION" Dockerfile.flwr "$ctx/flwr" \
+    --build-arg "FLWR_VERSION=$FLWR_VERSION" --label "org.immunefl.standin-key=$key"
+  built_heavy=1
+fi
 for name in superlink supernode; do
   build "flwr/$name:$FLWR_VERSION" Dockerfile.entrypoint "$ctx/empty" \
     --build-arg "BASE=immunefl-standin/flwr:$FLWR_VERSION" --build-arg "ENTRYPOINT_BIN=flower-$name"
 done
-build "flwr/superexec:$FLWR_VERSION" Dockerfile.superexec "$ctx/app" \
-  --build-arg "BASE=immunefl-standin/flwr:$FLWR_VERSION"
+if [ "$built_heavy" = 1 ] || ! have "flwr/superexec:$FLWR_VERSION"; then
+  build "flwr/superexec:$FLWR_VERSION" Dockerfile.superexec "$ctx/app" \
+    --build-arg "BASE=immunefl-standin/flwr:$FLWR_VERSION" --label "org.immunefl.standin-key=$key"
+  built_heavy=1
+fi
+if [ "$built_heavy" = 1 ] && [ "${IMMUNEFL_STANDIN_IMAGE_CACHE:-1}" = 1 ]; then
+  log "saving the stand-in base images to the cache"
+  rm -f "$CACHE"/standin-images-*.tar
+  "$DOCKER" save -o "$saved.tmp" "${heavy[@]}" && mv "$saved.tmp" "$saved"
+fi
 build prom/prometheus:v2.53.2 Dockerfile.prometheus "$ctx/prom" --build-arg BINARY=prometheus
 build prom/pushgateway:v1.9.0 Dockerfile.prometheus "$ctx/prom" --build-arg BINARY=pushgateway
 log "done: flwr/superlink, flwr/supernode, flwr/superexec:$FLWR_VERSION, prom/prometheus, prom/pushgateway"
