@@ -30,6 +30,7 @@ import time
 import urllib.parse
 import urllib.request
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -231,40 +232,63 @@ class Stack:
         _run(["bash", str(PROJECT_ROOT / "scripts/build-standin-images.sh")],
              dict(self.env, DOCKER_BUILDKIT="1"), timeout=1800)  # fmt: skip
         self._step("stand-in images (BuildKit)", t)
+        # docker-compose v1 builds through the Docker API: the classic builder. Meanwhile the
+        # SuperLink, monitoring and SuperNodes (stand-in images) start and the keys get registered.
         t = time.monotonic()
-        # docker-compose v1 builds through the Docker API: the classic builder
-        self.compose("build", "serverapp", timeout=1200, DOCKER_BUILDKIT="0",
-                     COMPOSE_DOCKER_CLI_BUILD="0")  # fmt: skip
-        if os.environ.get("IMMUNEFL_COMPOSE_BOTH_BUILDERS") == "1":
-            build = [self.docker, "build", "-q", "--network", "none", "-f",
-                     str(DOCKER_DIR / "Dockerfile"), "-t", "immunefl/superexec:buildkit",
-                     str(PROJECT_ROOT)]  # fmt: skip
-            _run(build, dict(self.env, DOCKER_BUILDKIT="1"), timeout=1200)
-        self._step("immunefl image (classic builder)", t)
+        files = [a for f in FILES for a in ("-f", str(DOCKER_DIR / f))]
+        build_log = self.tmp / "compose-build.log"
+        with build_log.open("w") as log:
+            build = subprocess.Popen(  # noqa: S603
+                ["docker-compose", *files, "build", "serverapp"], stdout=log,
+                stderr=subprocess.STDOUT, env=dict(self.env, DOCKER_BUILDKIT="0",
+                                                   COMPOSE_DOCKER_CLI_BUILD="0"),
+            )  # fmt: skip
         warnings.warn("compose e2e: Grafana is not started (no Grafana image can be made "
                       "offline); its dashboard's queries are checked against Prometheus",
                       stacklevel=2)  # fmt: skip
+        try:
+            self.compose("up", "-d", "--no-build", "superlink", "pushgateway", "prometheus")
+            self.link = Deployment(PROJECT_ROOT, self.flwr_home, self.tmp / "state",
+                                   f"127.0.0.1:{self.port}", Security(self.certs))  # fmt: skip
+            self.register_all()
+            self.compose("up", "-d", "--no-build", *(f"supernode-{i}" for i in range(NODES)))
+            self._step("SuperLink up + keys registered", t)
+        except BaseException:
+            build.kill()
+            build.wait()
+            raise
+        rc = build.wait(timeout=1200)
+        assert rc == 0, build_log.read_text()[-3000:]
+        self._step("immunefl image (classic builder, in parallel)", t)
+        if os.environ.get("IMMUNEFL_COMPOSE_BOTH_BUILDERS") == "1":
+            t = time.monotonic()
+            cmd = [self.docker, "build", "-q", "--network", "none", "-f",
+                   str(DOCKER_DIR / "Dockerfile"), "-t", "immunefl/superexec:buildkit",
+                   str(PROJECT_ROOT)]  # fmt: skip
+            _run(cmd, dict(self.env, DOCKER_BUILDKIT="1"), timeout=1200)
+            self._step("immunefl image (BuildKit)", t)
         t = time.monotonic()
-        self.compose("up", "-d", "--no-build", "superlink", "pushgateway", "prometheus")
-        self.link = Deployment(PROJECT_ROOT, self.flwr_home, self.tmp / "state",
-                               f"127.0.0.1:{self.port}", Security(self.certs))  # fmt: skip
-        self.register_all()
         self.compose("up", "-d", "--no-build", *SERVICES)
         self.link.wait_online(NODES, timeout=180)
-        self._step("up + register + nodes online", t)
+        self._step("all up, nodes online", t)
 
     def register_all(self, timeout: float = 90.0) -> None:
+        """Register every node's public key (in parallel; the SuperLink may still start)."""
         assert self.link is not None
-        deadline = time.monotonic() + timeout
-        for i in range(NODES):
-            while True:  # the SuperLink may still be starting
+        link, deadline = self.link, time.monotonic() + timeout
+
+        def register(i: int) -> None:
+            while True:
                 try:
-                    self.link.register(self.keys / f"node-{i}.pub", f"node-{i}")
-                    break
+                    link.register(self.keys / f"node-{i}.pub", f"node-{i}")
+                    return
                 except RuntimeError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(1)
+
+        with ThreadPoolExecutor(NODES) as pool:
+            list(pool.map(register, range(NODES)))
 
     def deploy_run(self, *extra: str, timeout: float = 600) -> tuple[str, list[dict]]:
         """`immunefl deploy run configs/deploy-docker.yaml` -> (run dir, rounds.jsonl rows)."""
