@@ -27,7 +27,6 @@ if [ "${IMMUNEFL_TEST_TOOLS:-0}" = 1 ]; then
   command -v dockerd >/dev/null 2>&1 || apt_pkgs+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || apt_pkgs+=(debootstrap)
   command -v prometheus-pushgateway >/dev/null 2>&1 || apt_pkgs+=(prometheus-pushgateway)
-  command -v ip >/dev/null 2>&1 || apt_pkgs+=(iproute2)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
