@@ -13,6 +13,10 @@ at the end (checked). Skipped, with the reason, where no Docker daemon can start
 
 The data: a slice of the real Fashion-MNIST (FMNIST_DIR), so that 5 ClientApps train in seconds
 on 2 cores; the run config, node configs and images are the shipped ones.
+
+Time on a 2-core machine: about 3 min with warm caches (~/.cache/immunefl/docker), 4 min from an
+empty cache; much longer when other work loads the machine (Flower gives a spawned ClientApp
+process 30 s to claim its task, so a heavily overloaded host can fail the run's first query).
 """
 
 from __future__ import annotations
