@@ -3,7 +3,8 @@
 #
 #   bash docker/generate-certs.sh OUT_DIR [NAME ...]
 #
-# OUT_DIR gets ca.crt, ca.key, server.pem, server.key. The server certificate is valid for
+# OUT_DIR gets ca.crt, ca.key, server.pem, server.key (keys mode 600, see the end). The server
+# certificate is valid for
 # localhost, 127.0.0.1, ::1, the compose service name `superlink`, and every extra NAME
 # (host names or IP addresses of the machine that runs the SuperLink). Existing files are
 # never overwritten: remove OUT_DIR to regenerate. For production, use your own PKI.
@@ -43,7 +44,11 @@ printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,
 openssl x509 -req -sha256 -in "$out/server.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" \
   -CAcreateserial -days 365 -extfile "$ext" -out "$out/server.pem" 2>/dev/null
 rm -f "$out/server.csr" "$out/ca.srl"
+# private keys: owner only. The SuperLink container runs as `app` (uid 49999 in Flower's
+# images) and must read server.key: as root, hand it to that uid (SUPERLINK_UID to change);
+# otherwise it stays yours (for `immunefl deploy`); run `sudo chown 49999 server.key` for Docker.
 chmod 600 "$out/ca.key" "$out/server.key"
-# containers run as a non-root user: the server key must be readable by the superlink image
-chmod 644 "$out/server.key" 2>/dev/null || true
+if [[ "$(id -u)" -eq 0 ]]; then
+  chown "${SUPERLINK_UID:-49999}" "$out/server.key"
+fi
 echo "certificates in $out (SANs: $sans)"

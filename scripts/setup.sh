@@ -22,6 +22,11 @@ if [ "${IMMUNEFL_TEST_TOOLS:-0}" = 1 ]; then
   command -v docker-compose >/dev/null 2>&1 || apt_pkgs+=(docker-compose)
   command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
   command -v ssh-keygen >/dev/null 2>&1 || apt_pkgs+=(openssh-client)
+  # tests/test_compose_e2e.py: a private Docker daemon, offline stand-in images
+  # (scripts/build-standin-images.sh: debootstrap, Debian's Prometheus + Pushgateway)
+  command -v dockerd >/dev/null 2>&1 || apt_pkgs+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || apt_pkgs+=(debootstrap)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || apt_pkgs+=(prometheus-pushgateway)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
