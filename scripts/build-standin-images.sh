@@ -51,12 +51,15 @@ if [ ! -s "$base_tar" ]; then
 fi
 
 # ---- 2. wheelhouses (built on this host, for CPython 3.11 = bookworm's python3)
-wheels="$CACHE/wheels-flwr$FLWR_VERSION-torch$TORCH_VERSION"
+# keyed by the dependency list too: a dependency added to pyproject.toml gets a new wheelhouse
+app_reqs="$("$PYTHON" "$ROOT/docker/requirements.py" "$ROOT/pyproject.toml")"
+reqs_key="$(printf '%s\n%s\n' "$app_reqs" "${TORCH_WHEEL:-}" | sha256sum | cut -c1-12)"
+wheels="$CACHE/wheels-flwr$FLWR_VERSION-torch$TORCH_VERSION-$reqs_key"
 if [ ! -f "$wheels/.complete" ]; then
   log "wheelhouse in $wheels (pip download)"
   rm -rf "$wheels" && mkdir -p "$wheels/flwr" "$wheels/app"
   reqs="$wheels/app-requirements.txt"
-  "$PYTHON" "$ROOT/docker/requirements.py" "$ROOT/pyproject.toml" >"$reqs"
+  printf '%s\n' "$app_reqs" >"$reqs"
   torch_req="torch==$TORCH_VERSION"
   [ -n "${TORCH_WHEEL:-}" ] && torch_req="$TORCH_WHEEL"
   "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
