@@ -4,7 +4,10 @@ Finds every run (a directory with ``summary.json``) under each given directory (
 e.g. one sweep) and writes, per experiment, the figures of `immunefl.plots` (PNG + SVG) and a
 Markdown report: one row per group of runs that differ only in ``seed`` (mean and spread of
 benign accuracy, the attack metric after its first adversarial round, each seed's attack
-mitigation rounds), then one row per run.
+mitigation rounds), then one row per run. Experiments under a continuous attack (every round
+adversarial, e.g. a backdoor's ASR) get one more table per group: final accuracy, the attack
+metric in the last round and its mean over the last `LAST_ROUNDS` rounds, each mean +- sd over
+the seeds (one round's ASR swings with how many attackers were sampled).
 """
 
 from __future__ import annotations
@@ -88,6 +91,41 @@ def group_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+LAST_ROUNDS = 10
+
+
+def _mean_sd(xs: list[float]) -> str:
+    """``mean +- sd`` (sample sd over seeds; 0 for one seed).
+
+    >>> _mean_sd([0.5, 0.7])
+    '0.600 +- 0.141'
+    """
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} +- {sd:.3f}"
+
+
+def continuous_table(runs: list[dict[str, Any]]) -> str:
+    """Per group: final accuracy, the attack metric at the end and averaged over the last
+    `LAST_ROUNDS` rounds, each mean +- sd over seeds ("" without an attack metric)."""
+    metric = next((m for m in (_metric(r) for r in runs) if m), None)
+    if metric is None:
+        return ""
+    lines = [f"| defense | seeds | final acc (mean +- sd) | {metric} @end (mean +- sd) "
+             f"| {metric}, mean of the last {LAST_ROUNDS} rounds (mean +- sd) |",
+             "|" + " --- |" * 5]  # fmt: skip
+    for label, members in group_runs(runs).items():
+        accs = [m["summary"]["final_benign_acc"] for m in members]
+        ends = [float(m["rows"][-1][metric]) for m in members if metric in m["rows"][-1]]
+        tails = [m["rows"][-LAST_ROUNDS:] for m in members]
+        lasts = [statistics.mean(float(r[metric]) for r in t) for t in tails
+                 if all(metric in r for r in t)]  # fmt: skip
+        lines.append(
+            f"| {label}{delivery_note(members)} | {len(members)} | {_mean_sd(accs)} "
+            f"| {_mean_sd(ends) if ends else '-'} | {_mean_sd(lasts) if lasts else '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def _experiment_name(root: Path) -> str:
     return Path(root).resolve().name
 
@@ -119,6 +157,8 @@ def experiment_report(root: Path, out_dir: Path | None) -> str:
     if out_dir is not None:
         for kind, png in write_figures(runs, name, Path(out_dir)):
             parts += [f"![{kind}]({png.name})", ""]
+    if all(r["config"].get("attack-mode") == "continuous" for r in runs):
+        parts += [continuous_table(runs), ""]
     parts += [group_table(runs), "", run_table(runs), ""]
     return "\n".join(parts)
 

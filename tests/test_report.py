@@ -188,3 +188,28 @@ def test_regime_map_puts_each_defense_on_the_local_steps_axis(tmp_path: Path) ->
     assert data["FedAvg"]["mitigation"] == [6.0, 3.0]
     assert data["FedAvg"]["mis_conf+1"] == [0.9, 0.8]
     assert "regime" in [k for k, _ in write_figures(runs, "x", tmp_path / "figs")]
+
+
+def _continuous(root: Path, name: str, seed: int, asr: list[float], **cfg) -> None:
+    config = {**load_schema(), "run-name": name, "seed": seed, "attack": "edge-case",
+              "attack-mode": "continuous", **cfg}  # fmt: skip
+    rec = RunRecorder(root / name)
+    rec.write_config(config)
+    for r, a in enumerate(asr, start=1):
+        rec.append_round({"round": r, "adversarial": True, "benign_acc": 0.5 + 0.01 * seed,
+                          "benign_loss": 1.0, "asr": a, "round_seconds": 1.0,
+                          "malicious_aggregated": 2})  # fmt: skip
+    summary = summarize(rec.rows, 5.0)
+    summary.update(attack_summary(rec.rows, config, list(range(1, len(asr) + 1))))
+    rec.write_summary(summary)
+
+
+def test_continuous_attacks_get_mean_and_sd_of_the_end_and_the_last_rounds(tmp_path: Path) -> None:
+    # 12 rounds; the last 10 are rounds 3..12: means 0.22 and 0.44
+    _continuous(tmp_path, "s0", 0, [1.0, 1.0] + [0.2] * 9 + [0.4])
+    _continuous(tmp_path, "s1", 1, [0.0, 0.0] + [0.4] * 9 + [0.8])
+    text = report([tmp_path])
+    assert ("| FedAvg | 2 | 0.505 +- 0.007 | 0.600 +- 0.283 | 0.330 +- 0.156 |") in text
+    # targeted attacks in chosen rounds get no such table
+    _run(tmp_path / "t", "a0", 0, [0.1, 0.9, 0.8])
+    assert "mean of the last" not in report([tmp_path / "t"])
