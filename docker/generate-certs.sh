@@ -7,7 +7,9 @@
 # certificate is valid for
 # localhost, 127.0.0.1, ::1, the compose service name `superlink`, and every extra NAME
 # (host names or IP addresses of the machine that runs the SuperLink). Existing files are
-# never overwritten: remove OUT_DIR to regenerate. For production, use your own PKI.
+# never overwritten: if OUT_DIR already holds a certificate, the script checks that it covers
+# every NAME asked for and fails, naming the missing ones, if it does not (remove OUT_DIR to
+# regenerate). For production, use your own PKI.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -16,16 +18,29 @@ if [[ $# -lt 1 ]]; then
 fi
 out=$1
 shift
+command -v openssl >/dev/null || { echo "openssl not found (apt-get install openssl)" >&2; exit 1; }
+is_ip() { [[ $1 =~ ^[0-9.]+$ || $1 == *:* ]]; }
 if [[ -e "$out/server.pem" ]]; then
-  echo "$out/server.pem exists; not overwriting (remove $out to regenerate)" >&2
+  # the SANs of the existing certificate, e.g. "DNS:localhost,IPAddress:127.0.0.1"
+  have=",$(openssl x509 -in "$out/server.pem" -noout -ext subjectAltName | tail -n +2 | tr -d ' \n'),"
+  missing=()
+  for name in "$@"; do
+    if is_ip "$name"; then want="IPAddress:$name"; else want="DNS:$name"; fi
+    [[ $have == *",$want,"* ]] || missing+=("$name")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "$out/server.pem exists but is not valid for: ${missing[*]} (it covers ${have:1:-1});" \
+      "remove $out to regenerate" >&2
+    exit 1
+  fi
+  echo "$out/server.pem exists and covers every name asked for; not overwriting" >&2
   exit 0
 fi
-command -v openssl >/dev/null || { echo "openssl not found (apt-get install openssl)" >&2; exit 1; }
 mkdir -p "$out"
 
 sans="DNS:localhost,DNS:superlink,IP:127.0.0.1,IP:::1"
 for name in "$@"; do
-  if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then
+  if is_ip "$name"; then
     sans+=",IP:$name"
   else
     sans+=",DNS:$name"

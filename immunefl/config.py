@@ -198,6 +198,10 @@ def expand_sweep(
     the cartesian product of the variants and the axes, in file order (a file without lists is
     a one-point sweep). All points are validated before any run, and every problem of every
     point is reported at once.
+
+    An override (``--set``) of a sweep axis replaces the axis by its one value (``--set seed=1``
+    on ``seed: [0, 1, 2]`` runs seed 1 only), so a point's name never disagrees with its config.
+    An override of a key that ``variants`` vary is an error: it would make every variant the same.
     """
     import itertools
 
@@ -211,13 +215,19 @@ def expand_sweep(
             problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {v!r}")
             continue
         problems += [f"{yaml_path}: variants: {_unknown(k, schema)}" for k in v if k not in schema]
+    overrides = dict(overrides or {})
+    for key in [k for k in axes if k in overrides]:
+        del axes[key]  # the override is the axis's one value
+    varied = sorted({k for v in variants if isinstance(v, dict) for k in v} & set(overrides))
+    problems += [f"--set {k}: '{k}' is what the sweep's variants vary; edit {yaml_path} or "
+                 f"choose a preset instead" for k in varied]  # fmt: skip
     if problems:
         raise ConfigError(problems)
     points = []
     for variant, values in itertools.product(variants, itertools.product(*axes.values())):
         point = {**variant, **dict(zip(axes, values, strict=True))}
         try:
-            config = resolve_config(None, {**fixed, **point, **(overrides or {})}, schema)
+            config = resolve_config(None, {**fixed, **point, **overrides}, schema)
             points.append((point, config))
         except ConfigError as exc:
             label = ", ".join(f"{k}={v}" for k, v in point.items()) or "the config"

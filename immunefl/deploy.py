@@ -216,12 +216,27 @@ class Deployment:
             [_bin("flwr"), *args], env=self.env, capture_output=True, text=True, check=check
         )
 
-    def register(self, public_key: Path, name: str) -> None:
-        """Register a SuperNode's public key (SuperNode authentication)."""
-        out = self.flwr("supernode", "register", str(public_key), self.connection, "--name", name,
-                        check=False)  # fmt: skip
-        if out.returncode != 0 or "registered successfully" not in out.stdout:
-            raise RuntimeError(f"registering {public_key} failed:\n{out.stdout}{out.stderr}")
+    def register(self, public_key: Path, name: str, timeout: float = 60.0) -> str:
+        """Register a SuperNode's public key (SuperNode authentication).
+
+        Returns ``"registered"``, or ``"already registered"`` when the SuperLink already holds
+        this key (re-running the step is harmless). While the SuperLink is not reachable yet
+        (a container still starting) it retries for up to ``timeout`` seconds; any other
+        refusal is an error that quotes Flower's answer.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.flwr("supernode", "register", str(public_key), self.connection,
+                            "--name", name, check=False)  # fmt: skip
+            text = out.stdout + out.stderr
+            if out.returncode == 0 and "registered successfully" in out.stdout:
+                return "registered"
+            if "already in use" in text.lower():
+                return "already registered"
+            if "unavailable" not in text.lower() or time.monotonic() > deadline:
+                why = "" if "unavailable" not in text.lower() else f" (for {timeout:.0f}s)"
+                raise RuntimeError(f"registering {public_key} failed{why}:\n{text}")
+            time.sleep(1.0)
 
     def online_nodes(self) -> int:
         out = self.flwr("supernode", "list", self.connection, "--format", "json", check=False)

@@ -14,8 +14,8 @@ Several hosts (the SuperLink host also holds the CA; copy ``ca.crt`` to the othe
     immunefl deploy register --superlink 10.0.0.1:9092 --certs certs/ --keys keys/  # operator
     immunefl deploy supernodes --superlink 10.0.0.1:9092 --certs certs/ --keys keys/ \\
         --partitions 0-1 --num-partitions 4 --malicious 1 --state .deploy
-    # from the operator's machine, through an SSH tunnel to the SuperLink host
-    ssh -N -L 9092:127.0.0.1:9092 operator@10.0.0.1 &   # when the SuperLink binds loopback
+    # from the operator's machine on the nodes' private network (or through an SSH tunnel:
+    # `ssh -N -L 9092:10.0.0.1:9092 operator@10.0.0.1 &`, then --superlink 127.0.0.1:9092)
     immunefl deploy run configs/deploy-smoke.yaml --superlink 10.0.0.1:9092 --certs certs/
     # on every host
     immunefl deploy down --state .deploy
@@ -149,7 +149,9 @@ def _submit(dep: Deployment, config: dict[str, Any], flwr_home: Path) -> int:
         print(f"immunefl: run {outcome.run_id} ended '{outcome.status}'", file=sys.stderr)
         return 1
     print(f"immunefl: completed run {outcome.run_id} in {outcome.seconds:.1f}s; results in "
-          f"{run_dir} (on the SuperLink host)")  # fmt: skip
+          f"{run_dir} where the ServerApp ran (with `immunefl deploy`: the SuperLink host; "
+          "with docker compose: the serverapp container, `docker compose ... cp "
+          "serverapp:/results .`)")  # fmt: skip
     return 0
 
 
@@ -203,9 +205,12 @@ def deploy_main(args: argparse.Namespace) -> int:
         elif cmd == "register":
             dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(tempfile.mkdtemp()),
                              args.superlink, _security(args))  # fmt: skip
-            for pub in sorted(args.keys.glob("node-*.pub")):
-                dep.register(pub, pub.stem)
-                print(f"registered {pub}")
+            keys = sorted(args.keys.glob("node-*.pub"))
+            if not keys:
+                raise RuntimeError(f"--keys {args.keys}: no node-*.pub public keys there "
+                                   "(make them with `immunefl deploy keys`)")  # fmt: skip
+            for pub in keys:
+                print(f"{dep.register(pub, pub.stem)}: {pub}")
         elif cmd == "supernodes":
             security = _security(args)
             if security.certs is not None and args.keys is not None:

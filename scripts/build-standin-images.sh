@@ -9,7 +9,8 @@
 #   prom/prometheus:v2.53.2                  Debian's `prometheus` binary
 #   prom/pushgateway:v1.9.0                  Debian's `prometheus-pushgateway` binary
 #
-#   bash scripts/build-standin-images.sh          # uses $DOCKER_HOST like any docker client
+#   DOCKER_HOST=unix:///private/docker.sock bash scripts/build-standin-images.sh
+#   (refuses the default daemon unless IMMUNEFL_STANDIN_ANY_DAEMON=1: see below)
 #
 # The debootstrap tarball, the wheelhouse, the Debian binaries and the heavy stand-in images
 # (`docker save`) are cached in
@@ -34,6 +35,15 @@ DOCKER="${DOCKER:-docker}"
 export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"
 mkdir -p "$CACHE"
 log() { echo "standin: $*" >&2; }
+
+# The stand-ins take the names of the real images (flwr/*, prom/*): in a daemon that also serves
+# other work they would shadow the real ones. Only a daemon named explicitly is used.
+if [ -z "${DOCKER_HOST:-}" ] && [ "${IMMUNEFL_STANDIN_ANY_DAEMON:-0}" != 1 ]; then
+  log "refusing to tag stand-ins as flwr/* and prom/* in the default Docker daemon, where they"
+  log "would shadow the real images: point DOCKER_HOST at a private daemon (as"
+  log "tests/test_compose_e2e.py does), or set IMMUNEFL_STANDIN_ANY_DAEMON=1 to use this one"
+  exit 2
+fi
 
 # ---- 1. base image: debootstrap minbase bookworm with python3 -> docker import
 base_tar="$CACHE/bookworm-minbase-python3.tar"

@@ -431,7 +431,7 @@ def test_a_second_run_on_the_same_stack(stack: Stack) -> None:
 
 def test_an_unregistered_supernode_is_refused(stack: Stack) -> None:
     name = f"{stack.project}_stranger"
-    cmd = [stack.docker, "run", "--name", name, "--network", f"{stack.project}_default",
+    cmd = [stack.docker, "run", "--name", name, "--network", f"{stack.project}_fleet",
            "-v", f"{stack.certs}/ca.crt:/app/certificates/ca.crt:ro",
            "-v", f"{stack.stranger}:/app/keys/node-9:ro", "flwr/supernode:1.41.0",
            "--superlink", "superlink:9092", "--root-certificates", "/app/certificates/ca.crt",

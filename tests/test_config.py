@@ -214,6 +214,20 @@ def test_sweep_expands_cartesian_product_in_file_order(tmp_path: Path) -> None:
         resolve_config(f)  # `run` refuses a sweep file
 
 
+def test_an_override_of_a_sweep_axis_replaces_it_and_never_mislabels_a_point(
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    f = tmp_path / "s.yaml"
+    f.write_text("seed: [0, 1, 2]\nvariants:\n  - {strategy: fedavg}\n  - {strategy: median}\n")
+    points = expand_sweep(f, {"seed": "1"})  # used to run seed 1 three times, named 0, 1, 2
+    assert [p for p, _ in points] == [{"strategy": "fedavg"}, {"strategy": "median"}]
+    assert [c["seed"] for _, c in points] == [1, 1]
+    for p, c in expand_sweep(f):
+        assert c["seed"] == p["seed"] and c["strategy"] == p["strategy"]
+    with pytest.raises(ConfigError, match="'strategy' is what the sweep's variants vary"):
+        expand_sweep(f, {"strategy": "krum"})
+
+
 def test_sweep_reports_bad_points_and_unknown_axes(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
     f.write_text("lr: [0.1, -1.0]\n")

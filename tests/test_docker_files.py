@@ -44,6 +44,19 @@ def test_compose_with_tls_and_monitoring_validates_and_matches_the_run_config() 
     for name in nodes:  # one ClientApp SuperExec per SuperNode, pointed at it
         cmd = services[name.replace("supernode", "clientapp")]["command"]
         assert cmd[cmd.index("--runtime-api-address") + 1] == f"{name}:9094"
+    # ClientApp code (an attacker's) shares a network with its own SuperNode only: it reaches
+    # neither the SuperLink's port nor another node's Runtime API
+    members: dict[str, set[str]] = {}
+    for svc, spec in services.items():
+        for net in spec.get("networks") or {"default": None}:
+            members.setdefault(net, set()).add(svc)
+    for name in nodes:
+        app = name.replace("supernode", "clientapp")
+        assert set(services[app]["networks"]) == {f"node-{name.split('-')[1]}"}
+        assert members[f"node-{name.split('-')[1]}"] == {name, app}
+    assert members["link"] == {"superlink", "serverapp"}
+    assert members["fleet"] == {"superlink", *nodes}
+    assert members["monitoring"] == {"serverapp", "prometheus", "pushgateway", "grafana"}
     # TLS everywhere the SuperLink is reached; no --insecure towards it
     assert "--ssl-certfile" in services["superlink"]["command"]
     for name in [*nodes, "serverapp"]:
@@ -131,14 +144,23 @@ def test_image_installs_every_dependency_but_flwr(tmp_path) -> None:
     import sys
 
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    assert "python requirements.py pyproject.toml > requirements.txt" in dockerfile
-    out = subprocess.run([sys.executable, str(DOCKER / "requirements.py"),
-                          str(PROJECT_ROOT / "pyproject.toml")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    reqs = out.stdout.split()
-    names = {re.split(r"[<>=\[]", r)[0] for r in reqs}
-    assert {"torch", "torchvision", "flwr-datasets", "prometheus-client", "numpy"} <= names
-    assert "flwr" not in names  # the base image pins Flower itself
+
+    def names(*mode: str) -> set[str]:
+        out = subprocess.run([sys.executable, str(DOCKER / "requirements.py"), *mode,
+                              str(PROJECT_ROOT / "pyproject.toml")],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return {re.split(r"[<>=\[]", r)[0] for r in out.stdout.split()}
+
+    assert "python requirements.py --torch pyproject.toml > torch.txt" in dockerfile
+    assert "python requirements.py --no-torch pyproject.toml > requirements.txt" in dockerfile
+    # torch only from TORCH_INDEX: as an extra index PyPI's newer torch would win
+    assert '--index-url "${TORCH_INDEX}" -r torch.txt' in dockerfile
+    assert "extra-index-url" not in dockerfile
+    every = names()
+    assert {"torch", "torchvision", "flwr-datasets", "prometheus-client", "numpy"} <= every
+    assert "flwr" not in every  # the base image pins Flower itself
+    assert names("--torch") == {"torch", "torchvision"}
+    assert names("--no-torch") == every - {"torch", "torchvision"}
     assert "FROM flwr/superexec:${FLWR_VERSION}" in dockerfile and "USER app" in dockerfile
 
 
@@ -155,3 +177,20 @@ def test_build_context_leaves_out_environments_results_and_secrets() -> None:
     lines = [x for x in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
              if x.strip() and not x.startswith("#")]  # fmt: skip
     assert lines == ["*", "!pyproject.toml", "!docker/requirements.py"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_generate_certs_never_silently_keeps_a_certificate_missing_a_new_name(tmp_path) -> None:
+    script, out = str(DOCKER / "generate-certs.sh"), tmp_path / "certs"
+
+    def gen(*names: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", script, str(out), *names], capture_output=True, text=True)
+
+    assert gen("node-host", "10.0.0.1").returncode == 0
+    assert oct((out / "server.key").stat().st_mode)[-3:] == "600"
+    pem = (out / "server.pem").read_bytes()
+    again = gen("node-host", "10.0.0.1")  # the same names: kept, said so, exit 0
+    assert again.returncode == 0 and "covers every name" in again.stderr
+    new = gen("other-host", "10.0.0.2")  # a name the certificate lacks: refused, named
+    assert new.returncode == 1 and "not valid for: other-host 10.0.0.2" in new.stderr
+    assert (out / "server.pem").read_bytes() == pem  # never overwritten

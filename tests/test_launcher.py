@@ -117,3 +117,50 @@ def test_deploy_superlink_binds_loopback_by_default_and_warns_when_opened() -> N
     assert "Control API" in OPEN_CONTROL_API_WARNING and "docs/security.md" in (
         OPEN_CONTROL_API_WARNING
     )
+
+
+def _fake_flwr(answers: list[tuple[int, str]]):  # noqa: ANN202
+    calls = []
+
+    def flwr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        rc, text = answers[min(len(calls), len(answers)) - 1]
+        return subprocess.CompletedProcess(list(args), rc, stdout=text, stderr="")
+
+    return flwr, calls
+
+
+def test_register_waits_for_a_starting_superlink_and_accepts_a_key_it_already_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from immunefl import deploy
+    from immunefl.deploy import Deployment, Security
+
+    monkeypatch.setattr(deploy.time, "sleep", lambda s: None)
+    dep = Deployment(tmp_path, tmp_path / "home", tmp_path / "st", "127.0.0.1:9092",
+                     Security(None))  # fmt: skip
+    unavailable = (1, "Connection to the SuperLink is unavailable. Please check ...")
+    ok = (0, "SuperNode 7 registered successfully.")
+    dep.flwr, calls = _fake_flwr([unavailable, unavailable, ok])
+    assert dep.register(tmp_path / "node-0.pub", "node-0") == "registered"
+    assert len(calls) == 3  # two refused connections while the SuperLink starts, then success
+    dep.flwr, _ = _fake_flwr([(1, "Error: Public key already in use.")])
+    assert dep.register(tmp_path / "node-0.pub", "node-0") == "already registered"
+    dep.flwr, calls = _fake_flwr([(1, "Error: SuperNode authentication is not enabled")])
+    with pytest.raises(RuntimeError, match="not enabled"):
+        dep.register(tmp_path / "node-0.pub", "node-0")
+    assert len(calls) == 1  # a refusal that waiting cannot fix is not retried
+    dep.flwr, calls = _fake_flwr([unavailable])
+    with pytest.raises(RuntimeError, match=r"failed \(for 0s\)"):
+        dep.register(tmp_path / "node-0.pub", "node-0", timeout=0.0)
+
+
+def test_register_with_no_public_keys_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from immunefl.cli import main
+
+    (tmp_path / "keys").mkdir()
+    rc = main(["deploy", "register", "--superlink", "127.0.0.1:9", "--insecure",
+               "--keys", str(tmp_path / "keys")])  # fmt: skip
+    assert rc != 0 and "no node-*.pub public keys" in capsys.readouterr().err
