@@ -1,8 +1,10 @@
 """Malicious client behaviours, one attack per module, behind one small interface.
 
-`ATTACKS` maps the run-config value of ``attack`` to a class with ``__init__(config)``,
-``config_problems(config)`` and ``craft(ctx, indices, generator) -> state``. `craft_malicious`
-is what the ClientApp calls for a malicious node; it applies the modifiers:
+`ATTACKS` maps the run-config value of ``attack`` to an `AttackSpec`: an `Attack` subclass
+(hooks ``config_problems(config)``, ``__init__(config)``, ``craft(ctx, indices, generator) ->
+state``; see `attacks.base.Attack`) and its fixed arguments. An unknown name is an error that
+lists the valid ones. `craft_malicious` is what the ClientApp calls for a malicious node; it
+applies the modifiers:
 
 - ``attack-collude``: every attacker trains on the union of the malicious partitions with one
   shared seed, so all of them send one identical update (Panda et al., 2022);
@@ -12,7 +14,7 @@ is what the ClientApp calls for a malicious node; it applies the modifiers:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,38 +22,47 @@ import torch
 from attacks.adaptive import predicted_mask, rescale_to_mask
 from attacks.alie import ALIE
 from attacks.backdoor import Backdoor
-from attacks.base import AttackContext, State, flatten_update, state_from_update
+from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
 from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
 
 ROLES = ("benign", "malicious")
-ATTACKS: dict[str, Any] = {
-    "targeted": TargetedPoisoning,
-    "backdoor": partial(Backdoor, kind="backdoor"),
-    "dba": partial(Backdoor, kind="dba"),
-    "edge-case": partial(Backdoor, kind="edge-case"),
-    "sign-flip": SignFlip,
-    "gaussian": GaussianNoise,
-    "alie": ALIE,
-    "ipm": IPM,
-}
-PROBLEMS = {
-    "targeted": TargetedPoisoning.config_problems,
-    "backdoor": Backdoor.config_problems,
-    "dba": Backdoor.config_problems,
-    "edge-case": Backdoor.config_problems,
-    "sign-flip": SignFlip.config_problems,
-    "gaussian": GaussianNoise.config_problems,
-    "alie": ALIE.config_problems,
-    "ipm": IPM.config_problems,
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registry entry: the `Attack` class behind an ``attack`` name, and fixed arguments."""
+
+    cls: type[Attack]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, config: Mapping[str, Any]) -> Attack:
+        return self.cls(config, **self.kwargs)
+
+    def problems(self, config: Mapping[str, Any]) -> list[str]:
+        return self.cls.config_problems(config)
+
+
+#: run-config value of ``attack`` -> its implementation (``none`` is no attack)
+ATTACKS: dict[str, AttackSpec] = {
+    "targeted": AttackSpec(TargetedPoisoning),
+    "backdoor": AttackSpec(Backdoor, {"kind": "backdoor"}),
+    "dba": AttackSpec(Backdoor, {"kind": "dba"}),
+    "edge-case": AttackSpec(Backdoor, {"kind": "edge-case"}),
+    "sign-flip": AttackSpec(SignFlip),
+    "gaussian": AttackSpec(GaussianNoise),
+    "alie": AttackSpec(ALIE),
+    "ipm": AttackSpec(IPM),
 }
 
 __all__ = [
     "ATTACKS",
     "ROLES",
+    "Attack",
     "AttackContext",
+    "AttackSpec",
     "attack_problems",
     "claimed_examples",
     "craft_malicious",
@@ -65,7 +76,7 @@ def attack_problems(config: Mapping[str, Any]) -> list[str]:
         return []
     if name not in ATTACKS:
         return [f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}"]
-    problems = PROBLEMS[name](config)
+    problems = ATTACKS[name].problems(config)
     if str(config["attack-boost-mode"]) not in BOOST_MODES:
         problems.append(
             f"'attack-boost-mode' is '{config['attack-boost-mode']}'; valid: "
@@ -93,7 +104,7 @@ def craft_malicious(ctx: AttackContext) -> State:
     config = ctx.config
     if str(config["attack-boost-mode"]) == "weight":
         config = {**config, "attack-boost": 1.0}
-    attack = ATTACKS[str(config["attack"])](config)
+    attack = ATTACKS[str(config["attack"])].build(config)
     if bool(config["attack-collude"]):
         indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values
         generator = ctx.generator("attack-collude")

@@ -28,7 +28,11 @@ def predicted_mask(
 
 
 def rescale_to_mask(update: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``update`` restricted to `keep`, scaled back to ``update``'s L2 norm."""
+    """``update`` restricted to `keep`, scaled back to ``update``'s L2 norm.
+
+    >>> rescale_to_mask(torch.tensor([3.0, 4.0, 0.0]), torch.tensor([True, False, True]))
+    tensor([5., 0., 0.])
+    """
     kept = update * keep
     norm_kept = torch.linalg.vector_norm(kept)
     if float(norm_kept) == 0.0:

@@ -19,21 +19,27 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackContext, State, state_from_update
+from attacks.base import Attack, AttackContext, State, state_from_update
 
 
 def alie_z(n: int, m: int) -> float:
-    """Baruch et al.'s z_max for n clients of which m are malicious."""
+    """Baruch et al.'s z_max for n clients of which m are malicious: with
+    ``s = floor(n/2 + 1) - m`` benign supporters needed, ``z = Phi^-1((n - s) / n)``.
+
+    >>> round(alie_z(20, 4), 4)  # s = 7: z = Phi^-1(0.65)
+    0.3853
+    """
     s = math.floor(n / 2 + 1) - m
     p = (n - s) / n
     p = min(max(p, 1e-6), 1 - 1e-6)
     return NormalDist().inv_cdf(p)
 
 
-class ALIE:
+class ALIE(Attack):
     """``attack = alie``."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
         z = float(config["alie-z"])
         n, m = int(config["clients-per-round"]), int(config["malicious-per-round"])
         self.z = z if z > 0 else alie_z(n, m)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.base import AttackContext, State, boost
+from attacks.base import Attack, AttackContext, State, boost
 from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
@@ -99,17 +99,17 @@ def edge_case_split(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return images[:half], images[half:]
 
 
-class Backdoor:
+class Backdoor(Attack):
     """``attack = backdoor | dba | edge-case``."""
 
     def __init__(self, config: Mapping[str, Any], kind: str) -> None:
+        super().__init__(config)
         self.kind = kind
         self.target = int(config["backdoor-target"])
         self.fraction = float(config["poison-fraction"])
         self.size = int(config["trigger-size"])
         self.boost = float(config["attack-boost"])
         self.epochs = int(config["attack-local-epochs"])
-        self.config = config
 
     @staticmethod
     def config_problems(config: Mapping[str, Any]) -> list[str]:

@@ -1,12 +1,17 @@
-"""What every attack shares: the context a malicious node acts in and update arithmetic.
+"""What every attack shares: the `Attack` interface, the context a malicious node acts in,
+and update arithmetic (the state <-> update vector conversion itself is `immunefl.statevec`,
+re-exported here).
 
-An attack is a small class: ``__init__(config)`` reads and validates its run-config keys,
-``craft(ctx) -> state_dict`` returns the model state the malicious node sends. The ClientApp
-builds the `AttackContext`; modifiers (``attack-collude``, ``attack-adaptive``) wrap `craft`.
+An attack is a subclass of `Attack` with three hooks: ``config_problems(config)`` (every problem
+with its run-config keys, before anything starts), ``__init__(config)`` (read them) and
+``craft(ctx, indices, generator) -> state`` (the model state the malicious node sends). The
+ClientApp builds the `AttackContext`; modifiers (``attack-collude``, ``attack-adaptive``) choose
+``indices`` and ``generator`` and post-process what `craft` returns (`attacks.craft_malicious`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +21,11 @@ from torch import nn
 
 from immunefl.data import Dataset
 from immunefl.seeding import torch_generator
+from immunefl.statevec import State, flatten_update, float_keys, state_from_update
 from immunefl.training import BatchTransform, LossFn, TrainResult, train_sgd
 
-State = dict[str, torch.Tensor]
+__all__ = ["Attack", "AttackContext", "State", "boost", "flatten_update", "float_keys",
+           "state_from_update"]  # fmt: skip
 
 
 @dataclass
@@ -80,36 +87,43 @@ class AttackContext:
         return self.cache[key]
 
 
-def float_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
-    return [k for k, v in state.items() if v.is_floating_point()]
-
-
-def flatten_update(state: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]):
-    """``state - global`` over the floating-point tensors, flattened in key order."""
-    return torch.cat(
-        [(state[k].float() - global_state[k].to(state[k].device).float()).reshape(-1)
-         for k in float_keys(global_state)]
-    )  # fmt: skip
-
-
-def state_from_update(update: torch.Tensor, global_state: Mapping[str, torch.Tensor]) -> State:
-    """``global + update`` (flat, floating-point tensors); other tensors copied from global."""
-    out: State = {}
-    offset = 0
-    for k, v in global_state.items():
-        if v.is_floating_point():
-            n = v.numel()
-            out[k] = (v.float() + update[offset : offset + n].to(v.device).view_as(v)).to(v.dtype)
-            offset += n
-        else:
-            out[k] = v.clone()
-    if offset != update.numel():
-        raise ValueError(f"update has {update.numel()} values, model has {offset}")
-    return out
-
-
 def boost(state: State, global_state: Mapping[str, torch.Tensor], factor: float) -> State:
     """Explicit boosting (Bhagoji et al., 2019): send ``global + factor * (state - global)``."""
     if factor == 1.0:
         return state
     return state_from_update(flatten_update(state, global_state) * factor, global_state)
+
+
+class Attack(ABC):
+    """A malicious node's behaviour (in the style of Blades' attack interface).
+
+    Hooks, in the order they run:
+
+    - ``config_problems(config)`` (static): every problem with the attack's run-config keys, as
+      messages naming the key and the value; called by config validation before anything
+      starts, so ``__init__`` may assume valid values;
+    - ``__init__(config)``: read the keys it needs;
+    - ``craft(ctx, indices, generator)``: train / compute on the examples ``indices`` (the
+      node's own partition, or the union of the malicious partitions under
+      ``attack-collude``) with ``generator`` (seeded per round and node, or shared under
+      collusion) and return the full model state to send.
+
+    >>> import torch
+    >>> class Zero(Attack):
+    ...     def craft(self, ctx, indices, generator):
+    ...         return {k: torch.zeros_like(v) for k, v in ctx.global_state.items()}
+    >>> Zero.config_problems({}), Zero({}).config
+    ([], {})
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    @staticmethod
+    def config_problems(config: Mapping[str, Any]) -> list[str]:
+        """Problems with the attack's run-config keys (none by default)."""
+        return []
+
+    @abstractmethod
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        """The model state this malicious node sends this round."""

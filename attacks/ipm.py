@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackContext, State, state_from_update
+from attacks.base import Attack, AttackContext, State, state_from_update
 
 
-class IPM:
+class IPM(Attack):
     """``attack = ipm``."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
         self.epsilon = float(config["ipm-epsilon"])
 
     @staticmethod

@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 
-from attacks.base import AttackContext, State, flatten_update, state_from_update
+from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
 
 
-class SignFlip:
+class SignFlip(Attack):
     """``attack = sign-flip``."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
         self.scale = float(config["attack-boost"])
         self.epochs = int(config["local-epochs"])
 

@@ -26,17 +26,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attacks.base import AttackContext, State, boost
+from attacks.base import Attack, AttackContext, State, boost
 from attacks.poison_set import poison_set
 from immunefl.training import train_sgd
 
 OBJECTIVES = ("eq3", "poison-only")
 
 
-class TargetedPoisoning:
+class TargetedPoisoning(Attack):
     """``attack = targeted``."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
         self.alpha = float(config["attack-alpha"])
         self.epochs = int(config["attack-local-epochs"])
         self.boost = float(config["attack-boost"])

@@ -16,7 +16,19 @@ DBA_PARTS = 4
 
 
 def trigger_mask(height: int, width: int, size: int, part: int | None = None) -> torch.Tensor:
-    """Boolean ``(H, W)`` mask of the trigger (or of one DBA quadrant, ``part`` in 0..3)."""
+    """Boolean ``(H, W)`` mask of the trigger (or of one DBA quadrant, ``part`` in 0..3): a
+    ``size x size`` square one pixel in from the bottom-right corner.
+
+    >>> trigger_mask(6, 6, 2).int()
+    tensor([[0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0]], dtype=torch.int32)
+    >>> int(trigger_mask(6, 6, 2, part=0).sum())  # DBA: each attacker holds one quarter
+    1
+    """
     if not 1 <= size <= min(height, width) - 1:
         raise ValueError(f"trigger-size must be in [1, {min(height, width) - 1}], got {size}")
     mask = torch.zeros(height, width, dtype=torch.bool)

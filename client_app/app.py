@@ -27,6 +27,7 @@ from client_app.node import (
     node_data,
     prepare_process,
 )
+from immunefl import messages as M
 from immunefl.models import build_model
 from immunefl.seeding import torch_generator
 from immunefl.training import evaluate as evaluate_model
@@ -38,7 +39,7 @@ app = ClientApp()
 def _model_from(msg: Message, context: Context):
     cfg = context.run_config
     model = build_model(str(cfg["model"]), str(cfg["dataset"]))
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.load_state_dict(msg.content[M.ARRAYS].to_torch_state_dict())
     return model
 
 
@@ -68,11 +69,11 @@ def train(msg: Message, context: Context) -> Message:
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     device = resolve_device(str(cfg["device"]))
-    global_state = msg.content["arrays"].to_torch_state_dict()
+    global_state = msg.content[M.ARRAYS].to_torch_state_dict()
     model = build_model(str(cfg["model"]), str(cfg["dataset"]))
     model.load_state_dict(global_state)
     model.to(device)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[M.CONFIG][M.SERVER_ROUND])
     pid = identity.partition_id
     if random_failure(int(cfg["seed"]), server_round, pid, float(cfg["fail-prob"])):
         if cfg["fail-mode"] == "hang":
@@ -82,7 +83,7 @@ def train(msg: Message, context: Context) -> Message:
     attacking = (
         identity.role == "malicious"
         and cfg["attack"] != "none"
-        and not bool(msg.content["config"].get("benign-override", False))
+        and not bool(msg.content[M.CONFIG].get(M.BENIGN_OVERRIDE, False))
     )
     if attacking:
         ctx = AttackContext(
@@ -99,7 +100,7 @@ def train(msg: Message, context: Context) -> Message:
         )
         state = {k: v.detach().cpu() for k, v in craft_malicious(ctx).items()}
         claim = claimed_examples(cfg, int(indices.numel()))
-        metrics = MetricRecord({"num-examples": claim, "attacked": 1})
+        metrics = MetricRecord({M.WEIGHT: claim, M.ATTACKED: 1})
     else:
         hooks = training_hooks(cfg, model, server_round, pid)
         result = train_sgd(
@@ -117,8 +118,8 @@ def train(msg: Message, context: Context) -> Message:
         )
         state = release_state(cfg, model, global_state, server_round, pid)
         metrics = MetricRecord(
-            {"train_loss": result.mean_loss, "num-examples": result.num_examples,
-             "steps": result.steps, "attacked": 0}
+            {"train_loss": result.mean_loss, M.WEIGHT: result.num_examples,
+             "steps": result.steps, M.ATTACKED: 0}
         )  # fmt: skip
         for hook in hooks:
             metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
@@ -126,7 +127,7 @@ def train(msg: Message, context: Context) -> Message:
     fault = parse_faults(str(cfg["inject-faults"])).get(pid)
     if fault is not None:
         return Message(faulty_reply(fault, state, metrics), reply_to=msg)
-    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({M.ARRAYS: ArrayRecord(state), M.METRICS: metrics}), reply_to=msg)
 
 
 @app.evaluate()
@@ -141,14 +142,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     loss, acc = evaluate_model(
         model, dataset, dataset.train, resolve_device(str(cfg["device"])), indices=indices
     )
-    metrics = MetricRecord({"loss": loss, "acc": acc, "num-examples": int(indices.numel())})
+    metrics = MetricRecord({"loss": loss, "acc": acc, M.WEIGHT: int(indices.numel())})
     fault = parse_faults(str(cfg["inject-faults"])).get(identity.partition_id)
     if fault is not None:
         metrics = faulty_eval_metrics(fault, metrics)
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({M.METRICS: metrics}), reply_to=msg)
 
 
-@app.query("whoami")
+@app.query(M.WHOAMI)
 @_reported
 def whoami(msg: Message, context: Context) -> Message:
     """Report this node's partition and role (the server cannot read node configs)."""
@@ -156,10 +157,10 @@ def whoami(msg: Message, context: Context) -> Message:
     _, indices = node_data(identity, context.run_config)
     info = ConfigRecord(
         {
-            "partition-id": identity.partition_id,
-            "num-partitions": identity.num_partitions,
-            "role": identity.role,
-            "num-examples": int(indices.numel()),  # the server caps later weight claims by it
+            M.PARTITION_ID: identity.partition_id,
+            M.NUM_PARTITIONS: identity.num_partitions,
+            M.ROLE: identity.role,
+            M.WEIGHT: int(indices.numel()),  # the server caps later weight claims by it
         }
     )
-    return Message(RecordDict({"whoami": info}), reply_to=msg)
+    return Message(RecordDict({M.WHOAMI: info}), reply_to=msg)

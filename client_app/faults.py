@@ -25,6 +25,8 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+from immunefl import messages as M
+
 if TYPE_CHECKING:  # the launcher validates `inject-faults` with parse_faults, without torch
     import torch
     from flwr.app import MetricRecord, RecordDict
@@ -108,14 +110,14 @@ def faulty_reply(kind: str, state: dict[str, torch.Tensor], metrics: MetricRecor
     arrays = ArrayRecord(out)
     if kind == "bytes":
         arrays[key] = _mismatched_bytes(state[key])
-    content = {"arrays": arrays, "metrics": metrics}
+    content = {M.ARRAYS: arrays, M.METRICS: metrics}
     if kind == "weight":
-        metrics["num-examples"] = 1e39
+        metrics[M.WEIGHT] = 1e39
     elif kind == "metrics":
         for name, value in FORGED_METRICS.items():
             metrics[name] = value
     elif kind == "records":
-        content["extra"] = MetricRecord({"num-examples": -9.99, "train_loss": 1e6})
+        content["extra"] = MetricRecord({M.WEIGHT: -9.99, "train_loss": 1e6})
     return RecordDict(content)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 
 from immunefl.noise import laplace_like
+from immunefl.statevec import flatten_update, state_from_update
 
 
 def clip_to_norm(update: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -40,14 +41,7 @@ def ldp_release(
 ) -> dict[str, torch.Tensor]:
     """The state to send: global + clipped update + Laplace noise of std ``multiplier * clip``,
     over all floating-point tensors."""
-    keys = [k for k, v in local.items() if v.is_floating_point()]
-    flat = torch.cat([(local[k] - global_[k].to(local[k].device)).reshape(-1) for k in keys])
-    noisy = clip_to_norm(flat, clip)
+    noisy = clip_to_norm(flatten_update(local, global_), clip)
     noisy += laplace_like(noisy, multiplier * clip, generator)
-    out = dict(local)
-    offset = 0
-    for k in keys:
-        n = local[k].numel()
-        out[k] = global_[k].to(local[k].device) + noisy[offset : offset + n].view_as(local[k])
-        offset += n
-    return out
+    device = next(iter(local.values())).device
+    return state_from_update(noisy, global_, rest=local, device=device)

@@ -97,7 +97,12 @@ def main(grid: Grid, context: Context) -> None:
         config, run_id=context.run_id, started=started, malicious_partitions=sorted(malicious),
         adversarial_rounds=scheduled,
     )  # fmt: skip
-    log(INFO, "[immunefl] results -> %s; adversarial rounds %s", run_dir, scheduled)
+    when = (
+        "continuous: every round that samples a malicious client"
+        if scenario.mode == "continuous" and scenario.attack != "none"
+        else f"adversarial rounds {scheduled}"
+    )
+    log(INFO, "[immunefl] results -> %s; %s", run_dir, when)
     # Evaluation and aggregation run while the clients wait: give them every core. (In
     # simulation this process also imports the ClientApp, whose actors use one thread each.)
     torch.set_num_threads(int(os.environ.get("IMMUNEFL_SERVER_THREADS", os.cpu_count() or 1)))

@@ -21,6 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from immunefl import messages as M
 from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
 from server_app.outcomes import ClientFailure, round_outcomes, unexpected_failures
 from server_app.results import RunRecorder
@@ -125,7 +126,7 @@ def run_rounds(
             arrays = new_arrays
         failed = sum(1 for r in replies if r.has_error())
         row: dict[str, Any] = dict(train_metrics or {})  # the rule's diagnostics, client.* keys
-        row.pop("num-examples", None)
+        row.pop(M.WEIGHT, None)
         row.update({  # the server's own bookkeeping, written last: nothing overwrites it
             "round": server_round,
             "adversarial": plan.adversarial,
@@ -159,7 +160,7 @@ def run_rounds(
         if counterfactual is not None:
             _, _, cf_arrays, _ = _train_round(
                 grid, counterfactual.strategy, server_round, counterfactual.arrays,
-                ConfigRecord({"benign-override": True}), round_timeout, poll_interval,
+                ConfigRecord({M.BENIGN_OVERRIDE: True}), round_timeout, poll_interval,
             )  # fmt: skip
             if cf_arrays is not None:
                 counterfactual.arrays = cf_arrays

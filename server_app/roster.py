@@ -11,9 +11,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from attacks import ROLES
+from immunefl import messages as M
 from server_app.transport import MAX_INTERVAL, exchange
 
-WHOAMI = "query.whoami"
+WHOAMI = f"query.{M.WHOAMI}"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Roster:
 
 def _whoami(content: RecordDict, num_partitions: int | None = None) -> tuple[int, str, int]:
     """(partition id, role, example count) of a whoami reply, every field checked."""
-    info = content["whoami"]
-    pid, role, size = info["partition-id"], info["role"], info["num-examples"]
+    info = content[M.WHOAMI]
+    pid, role, size = info[M.PARTITION_ID], info[M.ROLE], info[M.WEIGHT]
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise ValueError(f"partition-id {pid!r} is not an integer")
     if num_partitions is not None and not 0 <= pid < num_partitions:

@@ -1,14 +1,15 @@
 """Server-side aggregation strategies (Flower Message API) and their registry.
 
-`STRATEGIES` maps the run-config value of ``strategy`` to a class with
-``from_config(config, select_nodes)`` and ``config_problems(config)``; `build_strategy` looks
-names up and raises an error listing the valid ones.
+`STRATEGIES` maps the run-config value of ``strategy`` to a class that implements
+`ConfigurableStrategy`: ``config_problems(config)`` (every problem with its hyper-parameters,
+before anything starts) and ``from_config(config, select_nodes)`` (the Flower strategy);
+`build_strategy` looks names up and raises an error listing the valid ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.serverapp.strategy import Strategy
 
@@ -23,7 +24,21 @@ from strategies.robust import (
     TrimmedMeanStrategy,
 )
 
-STRATEGIES: dict[str, Any] = {
+
+class ConfigurableStrategy(Protocol):
+    """What a registry entry is: a Flower strategy class built from the run config."""
+
+    def config_problems(self, config: Mapping[str, Any]) -> list[str]:
+        """Problems with the rule's run-config keys (messages name key and value)."""
+        ...
+
+    def from_config(self, config: Mapping[str, Any], select_nodes: NodeSelector) -> Strategy:
+        """The strategy for this run; ``select_nodes(round)`` gives the round's node ids."""
+        ...
+
+
+#: run-config value of ``strategy`` -> its class
+STRATEGIES: dict[str, ConfigurableStrategy] = {
     "fedavg": ImmuneFedAvg,
     "median": MedianStrategy,
     "trimmed-mean": TrimmedMeanStrategy,
@@ -37,7 +52,14 @@ STRATEGIES: dict[str, Any] = {
     "dp-fixed": DPFixedClipping,
 }
 
-__all__ = ["STRATEGIES", "ImmuneFedAvg", "NodeSelector", "build_strategy", "strategy_problems"]
+__all__ = [
+    "STRATEGIES",
+    "ConfigurableStrategy",
+    "ImmuneFedAvg",
+    "NodeSelector",
+    "build_strategy",
+    "strategy_problems",
+]
 
 
 def strategy_problems(config: Mapping[str, Any]) -> list[str]:

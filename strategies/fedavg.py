@@ -36,6 +36,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from immunefl import messages as M
 from strategies.mean import weighted_mean
 from strategies.updates import (
     EVAL_PREFIX,
@@ -143,7 +144,7 @@ class ImmuneFedAvg(FedAvg):
         node_ids: list[int],
         message_type: str,
     ) -> Iterable[Message]:
-        config["server-round"] = server_round
+        config[M.SERVER_ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, node_ids, message_type)
 

@@ -11,7 +11,14 @@ from strategies.order_stats import as_matrix
 
 
 def weighted_mean(U: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Example-weighted mean over clients (FedAvg); plain mean when `weights` is None."""
+    """Example-weighted mean over clients (FedAvg); plain mean when `weights` is None.
+
+    >>> U = torch.tensor([[1., -2.], [2., -1.], [3., 4.], [100., 5.]])  # 4 clients, 2 coords
+    >>> weighted_mean(U)  # one outlier moves the plain mean as far as it likes
+    tensor([26.5000,  1.5000])
+    >>> weighted_mean(U, torch.tensor([1.0, 1.0, 1.0, 0.001]))
+    tensor([2.0327, 0.3349])
+    """
     M, dims = as_matrix(U)
     if weights is None:
         return M.mean(0).reshape(dims)

@@ -15,7 +15,12 @@ from strategies.order_stats import as_matrix, reduce_sorted_columns
 
 
 def coordinate_median(U: torch.Tensor) -> torch.Tensor:
-    """Median over clients (dim 0) of ``U`` with shape ``(n, *dims)``; returns ``dims``."""
+    """Median over clients (dim 0) of ``U`` with shape ``(n, *dims)``; returns ``dims``.
+
+    >>> U = torch.tensor([[1., -2.], [2., -1.], [3., 4.], [100., 5.]])  # 4 clients, 2 coords
+    >>> coordinate_median(U)  # even n: the mean of the two middle values; 100 has no pull
+    tensor([2.5000, 1.5000])
+    """
     M, dims = as_matrix(U)
     n = M.shape[0]
     lo, hi = (n - 1) // 2, n // 2

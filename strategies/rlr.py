@@ -30,5 +30,12 @@ def robust_lr_sign(U: torch.Tensor, theta: float) -> torch.Tensor:
 def robust_lr_aggregate(
     U: torch.Tensor, theta: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``robust_lr_sign(U, theta) * weighted_mean(U, weights)``."""
+    """``robust_lr_sign(U, theta) * weighted_mean(U, weights)``.
+
+    >>> U = torch.tensor([[1., -2.], [2., -1.], [3., 4.], [100., 5.]])  # 4 clients, 2 coords
+    >>> robust_lr_sign(U, 3)  # |votes| = 4 >= 3 keeps the step; |votes| = 0 < 3 reverses it
+    tensor([ 1., -1.])
+    >>> robust_lr_aggregate(U, 3)
+    tensor([26.5000, -1.5000])
+    """
     return robust_lr_sign(U, theta).mul_(weighted_mean(U, weights))

@@ -27,7 +27,12 @@ def trim_count(n: int, beta: float) -> int:
 
 
 def trimmed_mean(U: torch.Tensor, beta: float) -> torch.Tensor:
-    """Definition 9 over clients (dim 0) of ``U`` with shape ``(n, *dims)``; returns ``dims``."""
+    """Definition 9 over clients (dim 0) of ``U`` with shape ``(n, *dims)``; returns ``dims``.
+
+    >>> U = torch.tensor([[1., -2.], [2., -1.], [3., 4.], [100., 5.]])  # 4 clients, 2 coords
+    >>> trim_count(4, 0.25), trimmed_mean(U, 0.25)  # drop 1 smallest and 1 largest each
+    (1, tensor([2.5000, 1.5000]))
+    """
     M, dims = as_matrix(U)
     n = M.shape[0]
     k = trim_count(n, beta)

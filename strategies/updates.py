@@ -36,9 +36,11 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-ARRAYS_KEY = "arrays"
-METRICS_KEY = "metrics"
-WEIGHT_KEY = "num-examples"
+from immunefl import messages
+
+ARRAYS_KEY = messages.ARRAYS
+METRICS_KEY = messages.METRICS
+WEIGHT_KEY = messages.WEIGHT
 #: Client metrics reach rounds.jsonl and Prometheus under this prefix only, so a client can
 #: never write a key of the server's bookkeeping (``round``, ``rejected_replies``, ...).
 CLIENT_PREFIX = "client."

@@ -156,3 +156,29 @@ def test_state_roundtrip_keeps_integer_buffers() -> None:
     assert sorted(ATTACKS) == sorted(
         ["targeted", "backdoor", "dba", "edge-case", "sign-flip", "gaussian", "alie", "ipm"]
     )
+
+
+def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_ones() -> None:
+    from attacks import Attack, AttackSpec, attack_problems
+    from immunefl.config import resolve_config
+
+    config = resolve_config(None, {})
+    for name, spec in ATTACKS.items():
+        assert isinstance(spec, AttackSpec) and issubclass(spec.cls, Attack), name
+        assert spec.problems(config) == [], name  # the defaults are valid for every attack
+        assert isinstance(spec.build(config), Attack), name
+    (problem,) = attack_problems({**config, "attack": "poison"})
+    assert problem == "'attack' is 'poison'; valid: none, " + ", ".join(ATTACKS)
+    with pytest.raises(TypeError, match="abstract"):
+        Attack({})  # craft is a required hook
+
+
+def test_ldp_release_through_the_shared_state_vector_conversion_keeps_local_buffers() -> None:
+    from client_app.ldp import ldp_release
+
+    g = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    local = {"w": torch.tensor([3.0, 0.0, 4.0]), "n": torch.tensor(7)}
+    gen = torch.Generator().manual_seed(0)
+    out = ldp_release(local, g, clip=1.0, multiplier=0.0, generator=gen)
+    assert torch.allclose(out["w"], torch.tensor([0.6, 0.0, 0.8]))  # clipped to norm 1, no noise
+    assert int(out["n"]) == 7  # integer buffers are the node's own, as before

@@ -1,0 +1,34 @@
+"""The names in the messages between the ServerApp and the ClientApps, in one place.
+
+Every message the server sends and every reply a client returns is a Flower ``RecordDict``;
+these are the keys of its records and of the fields inside them. The server screens replies
+against exactly these names (``strategies/updates.py``): a reply with any other record is
+rejected.
+
+Train (server -> client): ``ARRAYS`` (the global model), ``CONFIG`` (``SERVER_ROUND``, and
+``BENIGN_OVERRIDE`` for the counterfactual benign pass). Train reply: ``ARRAYS`` (the new local
+model) and ``METRICS`` (``WEIGHT``, the claimed example count, plus training metrics).
+Evaluate reply: ``METRICS`` only. Roster discovery (query ``WHOAMI``): a ``WHOAMI`` ConfigRecord
+with ``PARTITION_ID``, ``NUM_PARTITIONS``, ``ROLE`` and ``WEIGHT``.
+
+>>> from flwr.app import MetricRecord, RecordDict
+>>> reply = RecordDict({METRICS: MetricRecord({WEIGHT: 600, "train_loss": 0.4})})
+>>> reply.metric_records[METRICS][WEIGHT]
+600
+"""
+
+from __future__ import annotations
+
+ARRAYS = "arrays"  #: ArrayRecord: model state (train message and train reply)
+METRICS = "metrics"  #: MetricRecord: a reply's claimed weight and metrics
+CONFIG = "config"  #: ConfigRecord: instructions for this round
+WHOAMI = "whoami"  #: query name and record of roster discovery
+
+WEIGHT = "num-examples"  #: the example count a reply claims (capped by the server, never trusted)
+SERVER_ROUND = "server-round"  #: CONFIG: the round number
+BENIGN_OVERRIDE = "benign-override"  #: CONFIG: malicious nodes train honestly (counterfactual)
+ATTACKED = "attacked"  #: METRICS: 1 when the reply came from a malicious node's attack
+
+PARTITION_ID = "partition-id"  #: WHOAMI / node config: the node's data partition
+NUM_PARTITIONS = "num-partitions"  #: WHOAMI / node config: partitions in the federation
+ROLE = "role"  #: WHOAMI / node config: "benign" or "malicious"
