@@ -82,7 +82,13 @@ def main(grid: Grid, context: Context) -> None:
     num_rounds = int(config["num-server-rounds"])
 
     poll = float(config["poll-interval"])
-    roster = discover(grid, int(config["num-partitions"]), poll_interval=poll)
+    # nodes must connect within two minutes; their whoami answers get the patience of a
+    # training round (simulation actors import torch and load data first, slow on a loaded
+    # machine), never less than two minutes
+    roster = discover(
+        grid, int(config["num-partitions"]), poll_interval=poll,
+        reply_timeout=max(120.0, float(config["round-timeout"])),
+    )  # fmt: skip
     benign = [p for p, role in roster.role_of.items() if role == "benign"]
     malicious = [p for p, role in roster.role_of.items() if role == "malicious"]
     if len(malicious) != int(config["num-malicious"]):

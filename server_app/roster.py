@@ -72,16 +72,22 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
 
 
 def discover(
-    grid: Grid, num_partitions: int, timeout: float = 120.0, poll_interval: float = MAX_INTERVAL
-) -> Roster:
-    """Ask every node `whoami`; check that partition ids 0..num_partitions-1 appear once each."""
+    grid: Grid, num_partitions: int, timeout: float = 120.0, poll_interval: float = MAX_INTERVAL,
+    reply_timeout: float | None = None,
+) -> Roster:  # fmt: skip
+    """Ask every node `whoami`; check that partition ids 0..num_partitions-1 appear once each.
+
+    ``timeout`` bounds the wait for the nodes to connect; ``reply_timeout`` (default: the same)
+    the wait for their answers, which on a loaded machine includes each node's first import of
+    torch and load of its data."""
     nodes = wait_for_nodes(grid, num_partitions, timeout)
+    reply_timeout = timeout if reply_timeout is None else reply_timeout
     messages = [Message(RecordDict(), dst_node_id=nid, message_type=WHOAMI) for nid in nodes]
     node_of: dict[int, int] = {}
     role_of: dict[int, str] = {}
     size_of: dict[int, int] = {}
     problems: list[str] = []
-    for reply in exchange(grid, messages, timeout, poll_interval):
+    for reply in exchange(grid, messages, reply_timeout, poll_interval):
         nid = reply.metadata.src_node_id
         if reply.has_error():
             problems.append(f"node {nid}: whoami failed: {reply.error.reason}")

@@ -121,3 +121,30 @@ def test_whoami_replies_are_checked_field_by_field() -> None:
         with pytest.raises(ValueError):
             _whoami(content(**bad))
 
+
+
+def test_discovery_waits_for_slow_whoami_answers_as_long_as_a_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI on a loaded machine: no simulated node answered whoami within the old fixed 120 s
+    (their actors were still importing torch) and the run failed. Connecting keeps its own
+    bound; the answers get ``reply_timeout`` (the ServerApp passes max(120 s, round-timeout))."""
+    from server_app import roster
+
+    seen = {}
+
+    class Grid:
+        def get_node_ids(self):
+            return [11, 12]
+
+    def exchange(grid, messages, timeout, poll):
+        seen["reply_timeout"] = timeout
+        return []
+
+    monkeypatch.setattr(roster, "exchange", exchange)
+    with pytest.raises(RuntimeError, match=r"no node reported partition\(s\) \[0, 1\]"):
+        roster.discover(Grid(), 2, timeout=5.0, reply_timeout=3600.0)
+    assert seen["reply_timeout"] == 3600.0
+    with pytest.raises(RuntimeError):
+        roster.discover(Grid(), 2, timeout=5.0)
+    assert seen["reply_timeout"] == 5.0
