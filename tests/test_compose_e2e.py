@@ -297,10 +297,28 @@ class Stack:
     def deploy_run(self, *extra: str, timeout: float = 600) -> tuple[str, list[dict]]:
         """`immunefl deploy run configs/deploy-docker.yaml` -> (run dir, rounds.jsonl rows)."""
         t = time.monotonic()
-        out = _run([sys.executable, "-m", "immunefl.cli", "deploy", "run",
-                    str(PROJECT_ROOT / "configs/deploy-docker.yaml"), "--superlink",
-                    f"127.0.0.1:{self.port}", "--certs", str(self.certs), "--flwr-home",
-                    str(self.flwr_home), *extra], self.env, timeout, cwd=PROJECT_ROOT)  # fmt: skip
+        cmd = [sys.executable, "-m", "immunefl.cli", "deploy", "run",
+               str(PROJECT_ROOT / "configs/deploy-docker.yaml"), "--superlink",
+               f"127.0.0.1:{self.port}", "--certs", str(self.certs), "--flwr-home",
+               str(self.flwr_home), *extra]  # fmt: skip
+        try:
+            out = _run(cmd, self.env, timeout, check=False, cwd=PROJECT_ROOT)
+            failure = (
+                ""
+                if out.returncode == 0
+                else (f"deploy run -> {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+            )
+        except subprocess.TimeoutExpired as exc:
+            failure = f"deploy run still running after {timeout:.0f}s: {exc}"
+        if failure:  # the why is in the containers: show their last lines
+            logs = {
+                svc: self.compose("logs", "--no-color", "--tail", "40", svc, check=False)
+                for svc in ("superlink", "serverapp", "supernode-0", "clientapp-0")
+            }
+            raise AssertionError(
+                failure + "\n" + "\n".join(f"--- {svc}:\n{o.stdout[-3000:]}"
+                                            for svc, o in logs.items())
+            )  # fmt: skip
         self._step(f"run {' '.join(extra)}", t)
         match = re.search(r"results in (/results/\S+)", out.stdout)
         assert match, out.stdout[-3000:]
