@@ -18,10 +18,6 @@ class SignFlip(Attack):
         self.scale = float(config["attack-boost"])
         self.epochs = int(config["local-epochs"])
 
-    @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
-        return []
-
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
         state, _ = ctx.train(indices, self.epochs, generator)
         update = flatten_update(state, ctx.global_state)
