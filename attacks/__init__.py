@@ -13,6 +13,7 @@ applies the modifiers:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
+from immunefl.runconfig import RunConfig
 
 ROLES = ("benign", "malicious")
 
@@ -38,10 +40,10 @@ class AttackSpec:
     cls: type[Attack]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self, config: Mapping[str, Any]) -> Attack:
+    def build(self, config: RunConfig) -> Attack:
         return self.cls(config, **self.kwargs)
 
-    def problems(self, config: Mapping[str, Any]) -> list[str]:
+    def problems(self, config: RunConfig) -> list[str]:
         return self.cls.config_problems(config)
 
 
@@ -69,18 +71,17 @@ __all__ = [
 ]
 
 
-def attack_problems(config: Mapping[str, Any]) -> list[str]:
+def attack_problems(config: RunConfig) -> list[str]:
     """Problems with the configured attack (name and hyper-parameters)."""
-    name = str(config["attack"])
+    name = config.attack
     if name == "none":
         return []
     if name not in ATTACKS:
         return [f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}"]
     problems = ATTACKS[name].problems(config)
-    if str(config["attack-boost-mode"]) not in BOOST_MODES:
+    if config.attack_boost_mode not in BOOST_MODES:
         problems.append(
-            f"'attack-boost-mode' is '{config['attack-boost-mode']}'; valid: "
-            + ", ".join(BOOST_MODES)
+            f"'attack-boost-mode' is '{config.attack_boost_mode}'; valid: " + ", ".join(BOOST_MODES)
         )
     return problems
 
@@ -88,13 +89,13 @@ def attack_problems(config: Mapping[str, Any]) -> list[str]:
 BOOST_MODES = ("scale", "weight")
 
 
-def claimed_examples(config: Mapping[str, Any], num_examples: int) -> float:
+def claimed_examples(config: RunConfig, num_examples: int) -> float:
     """The ``num-examples`` a malicious node claims: its own count, times ``attack-boost`` with
     ``attack-boost-mode = weight`` (the FL-WBC authors' ``mal_boost``: the attacker weighs
     ``boost`` honest clients in the average; the server's weight cap, `weight-cap-ratio`,
     limits what such a claim can win)."""
-    if str(config["attack-boost-mode"]) == "weight":
-        return float(num_examples) * float(config["attack-boost"])
+    if config.attack_boost_mode == "weight":
+        return float(num_examples) * config.attack_boost
     return float(num_examples)
 
 
@@ -102,21 +103,21 @@ def craft_malicious(ctx: AttackContext) -> State:
     """The state a malicious node sends this round (its update scaled by ``attack-boost`` only
     with ``attack-boost-mode = scale``; with ``weight`` the boost is in its claimed weight)."""
     config = ctx.config
-    if str(config["attack-boost-mode"]) == "weight":
-        config = {**config, "attack-boost": 1.0}
-    attack = ATTACKS[str(config["attack"])].build(config)
-    if bool(config["attack-collude"]):
+    if config.attack_boost_mode == "weight":
+        config = dataclasses.replace(config, attack_boost=1.0)
+    attack = ATTACKS[config.attack].build(config)
+    if config.attack_collude:
         indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values
         generator = ctx.generator("attack-collude")
     else:
         indices, generator = ctx.indices, ctx.generator("attack", ctx.partition_id)
     state = attack.craft(ctx, indices, generator)
-    if bool(config["attack-adaptive"]):
+    if config.attack_adaptive:
         update = flatten_update(state, ctx.global_state)
         refs = torch.stack([ctx.benign_update(p).to(update.device) for p in ctx.malicious])
         keep = predicted_mask(
-            update, refs, int(config["clients-per-round"]), int(config["malicious-per-round"]),
-            float(config["invariant-tau"]),
+            update, refs, config.clients_per_round, config.malicious_per_round,
+            config.invariant_tau,
         )  # fmt: skip
         state = state_from_update(rescale_to_mask(update, keep), ctx.global_state)
     return state

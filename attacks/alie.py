@@ -13,13 +13,12 @@ with n = ``clients-per-round`` and m = ``malicious-per-round`` (the paper's z_ma
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from statistics import NormalDist
-from typing import Any
 
 import torch
 
 from attacks.base import Attack, AttackContext, State, state_from_update
+from immunefl.runconfig import RunConfig
 
 
 def alie_z(n: int, m: int) -> float:
@@ -38,15 +37,15 @@ def alie_z(n: int, m: int) -> float:
 class ALIE(Attack):
     """``attack = alie``."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        z = float(config["alie-z"])
-        n, m = int(config["clients-per-round"]), int(config["malicious-per-round"])
+        z = config.alie_z
+        n, m = config.clients_per_round, config.malicious_per_round
         self.z = z if z > 0 else alie_z(n, m)
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
-        return [] if float(config["alie-z"]) >= 0 else ["'alie-z' must be >= 0 (0 = z_max)"]
+    def config_problems(config: RunConfig) -> list[str]:
+        return [] if config.alie_z >= 0 else ["'alie-z' must be >= 0 (0 = z_max)"]
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
         refs = torch.stack([ctx.benign_update(p) for p in ctx.malicious])

@@ -17,15 +17,14 @@ The update is boosted by ``attack-boost`` (1 = plain data poisoning).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from attacks.base import Attack, AttackContext, State, boost
 from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
+from immunefl.runconfig import RunConfig
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
 EDGE_CASE_SOURCES = ("file", "digits")
@@ -57,13 +56,13 @@ def digits_edge_cases(channels: int, height: int, width: int) -> torch.Tensor:
     return images[order].contiguous()
 
 
-def edge_case_images(config: Mapping[str, Any], like: torch.Tensor) -> torch.Tensor:
+def edge_case_images(config: RunConfig, like: torch.Tensor) -> torch.Tensor:
     """The configured edge-case set (``edge-case-source``), shaped like the images `like`."""
-    source = str(config["edge-case-source"])
+    source = config.edge_case_source
     if source == "digits":
         return digits_edge_cases(*(int(d) for d in like.shape[1:]))
     if source == "file":
-        return load_edge_case(str(config["edge-case-file"]), like)
+        return load_edge_case(config.edge_case_file, like)
     raise ValueError(f"edge-case-source '{source}'; valid: {', '.join(EDGE_CASE_SOURCES)}")
 
 
@@ -102,33 +101,33 @@ def edge_case_split(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Backdoor(Attack):
     """``attack = backdoor | dba | edge-case``."""
 
-    def __init__(self, config: Mapping[str, Any], kind: str) -> None:
+    def __init__(self, config: RunConfig, kind: str) -> None:
         super().__init__(config)
         self.kind = kind
-        self.target = int(config["backdoor-target"])
-        self.fraction = float(config["poison-fraction"])
-        self.size = int(config["trigger-size"])
-        self.boost = float(config["attack-boost"])
-        self.epochs = int(config["attack-local-epochs"])
+        self.target = config.backdoor_target
+        self.fraction = config.poison_fraction
+        self.size = config.trigger_size
+        self.boost = config.attack_boost
+        self.epochs = config.attack_local_epochs
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
+    def config_problems(config: RunConfig) -> list[str]:
         problems = []
-        if not 0.0 < float(config["poison-fraction"]) <= 1.0:
-            problems.append(f"'poison-fraction' must be in (0, 1], got {config['poison-fraction']}")
-        if not 0 <= int(config["backdoor-target"]) < 10:
+        if not 0.0 < config.poison_fraction <= 1.0:
+            problems.append(f"'poison-fraction' must be in (0, 1], got {config.poison_fraction}")
+        if not 0 <= config.backdoor_target < 10:
             problems.append(
-                f"'backdoor-target' must be a class in [0, 10), got {config['backdoor-target']}"
+                f"'backdoor-target' must be a class in [0, 10), got {config.backdoor_target}"
             )
-        if int(config["trigger-size"]) < 1:
-            problems.append(f"'trigger-size' must be >= 1, got {config['trigger-size']}")
-        source = str(config["edge-case-source"])
+        if config.trigger_size < 1:
+            problems.append(f"'trigger-size' must be >= 1, got {config.trigger_size}")
+        source = config.edge_case_source
         if source not in EDGE_CASE_SOURCES:
             problems.append(
                 f"'edge-case-source' is '{source}'; valid: {', '.join(EDGE_CASE_SOURCES)}"
             )
-        elif config["attack"] == "edge-case" and source == "file":
-            path = str(config["edge-case-file"])
+        elif config.attack == "edge-case" and source == "file":
+            path = config.edge_case_file
             if not path:  # (whether it exists is checked before a run starts: cli, ServerApp)
                 problems.append(
                     "attack 'edge-case' with edge-case-source 'file' needs 'edge-case-file' "

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from immunefl.data import Dataset
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 from immunefl.statevec import State, flatten_update, float_keys, state_from_update
 from immunefl.training import BatchTransform, LossFn, TrainResult, train_sgd
@@ -32,7 +33,7 @@ __all__ = ["Attack", "AttackContext", "State", "boost", "flatten_update", "float
 class AttackContext:
     """Everything a malicious node knows in one round."""
 
-    config: Mapping[str, Any]
+    config: RunConfig
     dataset: Dataset
     partition_id: int
     indices: torch.Tensor  # this node's training indices
@@ -45,7 +46,7 @@ class AttackContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def generator(self, stream: str, *keys: int) -> torch.Generator:
-        return torch_generator(int(self.config["seed"]), stream, self.server_round, *keys)
+        return torch_generator(self.config.seed, stream, self.server_round, *keys)
 
     def fresh_model(self) -> nn.Module:
         model = self.build_model()
@@ -64,8 +65,8 @@ class AttackContext:
         model = self.fresh_model()
         result = train_sgd(
             model, self.dataset, self.dataset.train, indices,
-            epochs=epochs, batch_size=int(self.config["batch-size"]),
-            lr=float(self.config["lr"]), momentum=float(self.config["momentum"]),
+            epochs=epochs, batch_size=self.config.batch_size,
+            lr=self.config.lr, momentum=self.config.momentum,
             generator=generator, device=self.device, loss_fn=loss_fn,
             batch_transform=batch_transform,
         )  # fmt: skip
@@ -80,7 +81,7 @@ class AttackContext:
         key = f"benign-{partition}"
         if key not in self.cache:
             state, _ = self.train(
-                self.partitions[partition], int(self.config["local-epochs"]),
+                self.partitions[partition], self.config.local_epochs,
                 self.generator("attack-benign-estimate", partition),
             )  # fmt: skip
             self.cache[key] = flatten_update(state, self.global_state)
@@ -116,11 +117,11 @@ class Attack(ABC):
     ([], {})
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
+    def config_problems(config: RunConfig) -> list[str]:
         """Problems with the attack's run-config keys (none by default)."""
         return []
 

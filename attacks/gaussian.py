@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
+from immunefl.runconfig import RunConfig
 
 
 class GaussianNoise(Attack):
     """``attack = gaussian``."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.std = float(config["gaussian-std"])
+        self.std = config.gaussian_std
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
-        std = float(config["gaussian-std"])
+    def config_problems(config: RunConfig) -> list[str]:
+        std = config.gaussian_std
         return [] if std > 0 else [f"'gaussian-std' must be > 0, got {std}"]
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:

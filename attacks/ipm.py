@@ -7,24 +7,22 @@ negative while each malicious update stays small.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from attacks.base import Attack, AttackContext, State, state_from_update
+from immunefl.runconfig import RunConfig
 
 
 class IPM(Attack):
     """``attack = ipm``."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.epsilon = float(config["ipm-epsilon"])
+        self.epsilon = config.ipm_epsilon
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
-        eps = float(config["ipm-epsilon"])
+    def config_problems(config: RunConfig) -> list[str]:
+        eps = config.ipm_epsilon
         return [] if eps > 0 else [f"'ipm-epsilon' must be > 0, got {eps}"]
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
+from immunefl.runconfig import RunConfig
 
 
 class SignFlip(Attack):
     """``attack = sign-flip``."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.scale = float(config["attack-boost"])
-        self.epochs = int(config["local-epochs"])
+        self.scale = config.attack_boost
+        self.epochs = config.local_epochs
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
         state, _ = ctx.train(indices, self.epochs, generator)

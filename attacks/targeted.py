@@ -19,15 +19,13 @@ average (``mal_boost``), not a scaled update: ``attack-boost-mode = weight``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from attacks.base import Attack, AttackContext, State, boost
 from attacks.poison_set import poison_set
+from immunefl.runconfig import RunConfig
 from immunefl.training import train_sgd
 
 OBJECTIVES = ("eq3", "poison-only")
@@ -36,32 +34,30 @@ OBJECTIVES = ("eq3", "poison-only")
 class TargetedPoisoning(Attack):
     """``attack = targeted``."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.alpha = float(config["attack-alpha"])
-        self.epochs = int(config["attack-local-epochs"])
-        self.boost = float(config["attack-boost"])
-        self.samples = int(config["poison-samples"])
-        self.shift = int(config["target-shift"])
-        self.seed = int(config["seed"])
-        self.objective = str(config["attack-objective"])
+        self.alpha = config.attack_alpha
+        self.epochs = config.attack_local_epochs
+        self.boost = config.attack_boost
+        self.samples = config.poison_samples
+        self.shift = config.target_shift
+        self.seed = config.seed
+        self.objective = config.attack_objective
 
     @staticmethod
-    def config_problems(config: Mapping[str, Any]) -> list[str]:
+    def config_problems(config: RunConfig) -> list[str]:
         problems = []
-        if not 0.0 <= float(config["attack-alpha"]) <= 1.0:
-            problems.append(f"'attack-alpha' must be in [0, 1], got {config['attack-alpha']}")
-        if int(config["attack-local-epochs"]) < 1:
+        if not 0.0 <= config.attack_alpha <= 1.0:
+            problems.append(f"'attack-alpha' must be in [0, 1], got {config.attack_alpha}")
+        if config.attack_local_epochs < 1:
+            problems.append(f"'attack-local-epochs' must be >= 1, got {config.attack_local_epochs}")
+        if config.poison_samples < 1:
+            problems.append(f"'poison-samples' must be >= 1, got {config.poison_samples}")
+        if config.target_shift % 10 == 0:
+            problems.append(f"'target-shift' {config.target_shift} maps labels to themselves")
+        if config.attack_objective not in OBJECTIVES:
             problems.append(
-                f"'attack-local-epochs' must be >= 1, got {config['attack-local-epochs']}"
-            )
-        if int(config["poison-samples"]) < 1:
-            problems.append(f"'poison-samples' must be >= 1, got {config['poison-samples']}")
-        if int(config["target-shift"]) % 10 == 0:
-            problems.append(f"'target-shift' {config['target-shift']} maps labels to themselves")
-        if str(config["attack-objective"]) not in OBJECTIVES:
-            problems.append(
-                f"'attack-objective' is '{config['attack-objective']}'; valid: "
+                f"'attack-objective' is '{config.attack_objective}'; valid: "
                 + ", ".join(OBJECTIVES)
             )
         return problems
@@ -95,8 +91,8 @@ class TargetedPoisoning(Attack):
         model = ctx.fresh_model()
         train_sgd(
             model, ctx.dataset, ctx.dataset.test, dm_indices, epochs=self.epochs,
-            batch_size=int(ctx.config["batch-size"]), lr=float(ctx.config["lr"]),
-            momentum=float(ctx.config["momentum"]), generator=generator, device=ctx.device,
+            batch_size=ctx.config.batch_size, lr=ctx.config.lr,
+            momentum=ctx.config.momentum, generator=generator, device=ctx.device,
             batch_transform=adversarial,
         )  # fmt: skip
         state = {k: v.detach() for k, v in model.state_dict().items()}

@@ -29,6 +29,7 @@ from client_app.node import (
 )
 from immunefl import messages as M
 from immunefl.models import build_model
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 from immunefl.training import evaluate as evaluate_model
 from immunefl.training import resolve_device, train_sgd
@@ -37,8 +38,8 @@ app = ClientApp()
 
 
 def _model_from(msg: Message, context: Context):
-    cfg = context.run_config
-    model = build_model(str(cfg["model"]), str(cfg["dataset"]))
+    cfg = RunConfig.from_mapping(context.run_config)
+    model = build_model(cfg.model, cfg.dataset)
     model.load_state_dict(msg.content[M.ARRAYS].to_torch_state_dict())
     return model
 
@@ -65,24 +66,24 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
     prepare_process()
-    cfg = context.run_config
+    cfg = RunConfig.from_mapping(context.run_config)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
-    device = resolve_device(str(cfg["device"]))
+    device = resolve_device(cfg.device)
     global_state = msg.content[M.ARRAYS].to_torch_state_dict()
-    model = build_model(str(cfg["model"]), str(cfg["dataset"]))
+    model = build_model(cfg.model, cfg.dataset)
     model.load_state_dict(global_state)
     model.to(device)
     server_round = int(msg.content[M.CONFIG][M.SERVER_ROUND])
     pid = identity.partition_id
-    if random_failure(int(cfg["seed"]), server_round, pid, float(cfg["fail-prob"])):
-        if cfg["fail-mode"] == "hang":
-            time.sleep(float(cfg["round-timeout"]) + 2.0)  # reply only after the server gave up
+    if random_failure(cfg.seed, server_round, pid, cfg.fail_prob):
+        if cfg.fail_mode == "hang":
+            time.sleep(cfg.round_timeout + 2.0)  # reply only after the server gave up
         else:
             raise InjectedCrash(f"injected random failure (fail-prob) in round {server_round}")
     attacking = (
         identity.role == "malicious"
-        and cfg["attack"] != "none"
+        and cfg.attack != "none"
         and not bool(msg.content[M.CONFIG].get(M.BENIGN_OVERRIDE, False))
     )
     if attacking:
@@ -95,7 +96,7 @@ def train(msg: Message, context: Context) -> Message:
             malicious=malicious_partitions(identity.num_partitions, cfg),
             server_round=server_round,
             global_state=global_state,
-            build_model=lambda: build_model(str(cfg["model"]), str(cfg["dataset"])),
+            build_model=lambda: build_model(cfg.model, cfg.dataset),
             device=device,
         )
         state = {k: v.detach().cpu() for k, v in craft_malicious(ctx).items()}
@@ -108,11 +109,11 @@ def train(msg: Message, context: Context) -> Message:
             dataset,
             dataset.train,
             indices,
-            epochs=int(cfg["local-epochs"]),
-            batch_size=int(cfg["batch-size"]),
-            lr=float(cfg["lr"]),
-            momentum=float(cfg["momentum"]),
-            generator=torch_generator(int(cfg["seed"]), "client-data", server_round, pid),
+            epochs=cfg.local_epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            generator=torch_generator(cfg.seed, "client-data", server_round, pid),
             device=device,
             hooks=hooks,
         )
@@ -124,7 +125,7 @@ def train(msg: Message, context: Context) -> Message:
         for hook in hooks:
             metrics["wbc_perturbed_fraction"] = hook.perturbed_fraction
     metrics["seconds"] = time.perf_counter() - t0  # the node's own work this round
-    fault = parse_faults(str(cfg["inject-faults"])).get(pid)
+    fault = parse_faults(cfg.inject_faults).get(pid)
     if fault is not None:
         return Message(faulty_reply(fault, state, metrics), reply_to=msg)
     return Message(RecordDict({M.ARRAYS: ArrayRecord(state), M.METRICS: metrics}), reply_to=msg)
@@ -135,15 +136,15 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
     prepare_process()
-    cfg = context.run_config
+    cfg = RunConfig.from_mapping(context.run_config)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     model = _model_from(msg, context)
     loss, acc = evaluate_model(
-        model, dataset, dataset.train, resolve_device(str(cfg["device"])), indices=indices
+        model, dataset, dataset.train, resolve_device(cfg.device), indices=indices
     )
     metrics = MetricRecord({"loss": loss, "acc": acc, M.WEIGHT: int(indices.numel())})
-    fault = parse_faults(str(cfg["inject-faults"])).get(identity.partition_id)
+    fault = parse_faults(cfg.inject_faults).get(identity.partition_id)
     if fault is not None:
         metrics = faulty_eval_metrics(fault, metrics)
     return Message(RecordDict({M.METRICS: metrics}), reply_to=msg)
@@ -153,8 +154,9 @@ def evaluate(msg: Message, context: Context) -> Message:
 @_reported
 def whoami(msg: Message, context: Context) -> Message:
     """Report this node's partition and role (the server cannot read node configs)."""
-    identity = NodeIdentity.from_configs(context.node_config, context.run_config)
-    _, indices = node_data(identity, context.run_config)
+    cfg = RunConfig.from_mapping(context.run_config)
+    identity = NodeIdentity.from_configs(context.node_config, cfg)
+    _, indices = node_data(identity, cfg)
     info = ConfigRecord(
         {
             M.PARTITION_ID: identity.partition_id,

@@ -14,7 +14,6 @@ by (seed, round, partition), so switching defenses never changes any other rando
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -22,34 +21,35 @@ from torch import nn
 from client_app.ldp import ldp_release
 from client_app.wbc import FLWBC
 from client_app.wbc_official import OfficialWBC
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 
 CLIENT_DEFENSES = ("none", "wbc", "ldp")
 
 
-def _generator(cfg: Mapping[str, Any], stream: str, server_round: int, pid: int, model: nn.Module):
+def _generator(cfg: RunConfig, stream: str, server_round: int, pid: int, model: nn.Module):
     device = next(model.parameters()).device
-    return torch_generator(int(cfg["seed"]), stream, server_round, pid, device=device.type)
+    return torch_generator(cfg.seed, stream, server_round, pid, device=device.type)
 
 
 def training_hooks(
-    cfg: Mapping[str, Any], model: nn.Module, server_round: int, partition_id: int
+    cfg: RunConfig, model: nn.Module, server_round: int, partition_id: int
 ) -> list[FLWBC | OfficialWBC]:
     """Step hooks for benign local training (FL-WBC when configured: Algorithm 1, or the
     authors' code with ``wbc-variant = official``)."""
-    if cfg["client-defense"] != "wbc":
+    if cfg.client_defense != "wbc":
         return []
     gen = _generator(cfg, "wbc-noise", server_round, partition_id, model)
-    if cfg["wbc-variant"] == "official":
-        return [OfficialWBC(model.named_parameters(), float(cfg["lr"]), float(cfg["wbc-s"]), gen)]
+    if cfg.wbc_variant == "official":
+        return [OfficialWBC(model.named_parameters(), cfg.lr, cfg.wbc_s, gen)]
     return [
-        FLWBC(model.parameters(), float(cfg["lr"]), float(cfg["wbc-s"]), gen,
-              str(cfg["wbc-noise-param"]))
+        FLWBC(model.parameters(), cfg.lr, cfg.wbc_s, gen,
+              cfg.wbc_noise_param)
     ]  # fmt: skip
 
 
 def release_state(
-    cfg: Mapping[str, Any],
+    cfg: RunConfig,
     model: nn.Module,
     global_state: Mapping[str, torch.Tensor],
     server_round: int,
@@ -57,9 +57,7 @@ def release_state(
 ) -> dict[str, torch.Tensor]:
     """The state a benign node sends (LDP-noised when configured)."""
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    if cfg["client-defense"] == "ldp":
+    if cfg.client_defense == "ldp":
         gen = _generator(cfg, "ldp-noise", server_round, partition_id, model)
-        state = ldp_release(
-            state, global_state, float(cfg["ldp-clip"]), float(cfg["ldp-noise-multiplier"]), gen
-        )
+        state = ldp_release(state, global_state, cfg.ldp_clip, cfg.ldp_noise_multiplier, gen)
     return {k: v.cpu() for k, v in state.items()}

@@ -13,6 +13,7 @@ from attacks import ROLES
 from immunefl.allocator import configure_allocator
 from immunefl.data import Dataset, load_dataset
 from immunefl.partition import cached_partitions
+from immunefl.runconfig import RunConfig
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,7 @@ class NodeIdentity:
     role: str
 
     @classmethod
-    def from_configs(
-        cls, node_config: Mapping[str, Any], run_config: Mapping[str, Any]
-    ) -> NodeIdentity:
+    def from_configs(cls, node_config: Mapping[str, Any], run_config: RunConfig) -> NodeIdentity:
         """Validate the node config against the run config (clear errors for bad deploys)."""
         missing = [k for k in ("partition-id", "num-partitions") if k not in node_config]
         if missing:
@@ -35,10 +34,10 @@ class NodeIdentity:
                 '--node-config "partition-id=<i> num-partitions=<n>"'
             )
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
-        if n != int(run_config["num-partitions"]):
+        if n != run_config.num_partitions:
             raise ValueError(
                 f"node config num-partitions={n} differs from run config "
-                f"num-partitions={run_config['num-partitions']} (in simulation, set "
+                f"num-partitions={run_config.num_partitions} (in simulation, set "
                 "num-supernodes equal to num-partitions)"
             )
         if not 0 <= pid < n:
@@ -49,36 +48,34 @@ class NodeIdentity:
         return cls(pid, n, role)
 
 
-def malicious_partitions(num_partitions: int, run_config: Mapping[str, Any]) -> tuple[int, ...]:
+def malicious_partitions(num_partitions: int, run_config: RunConfig) -> tuple[int, ...]:
     """Partition ids that are malicious in simulation (``num-malicious``, placement)."""
-    m = int(run_config["num-malicious"])
-    if run_config["malicious-placement"] == "first":
+    m = run_config.num_malicious
+    if run_config.malicious_placement == "first":
         return tuple(range(m))
     return tuple(range(num_partitions - m, num_partitions))
 
 
-def simulated_role(pid: int, num_partitions: int, run_config: Mapping[str, Any]) -> str:
+def simulated_role(pid: int, num_partitions: int, run_config: RunConfig) -> str:
     """The role of partition `pid` when the node config does not set one."""
     return "malicious" if pid in malicious_partitions(num_partitions, run_config) else "benign"
 
 
-def all_partitions(run_config: Mapping[str, Any], num_partitions: int) -> tuple[torch.Tensor, ...]:
+def all_partitions(run_config: RunConfig, num_partitions: int) -> tuple[torch.Tensor, ...]:
     """Every partition's training indices (cached per process)."""
     return cached_partitions(
-        str(run_config["dataset"]),
-        str(run_config["data-dir"]),
-        str(run_config["partitioning"]),
+        run_config.dataset,
+        run_config.data_dir,
+        run_config.partitioning,
         num_partitions,
-        int(run_config["seed"]),
-        float(run_config["dirichlet-alpha"]),
+        run_config.seed,
+        run_config.dirichlet_alpha,
     )
 
 
-def node_data(
-    identity: NodeIdentity, run_config: Mapping[str, Any]
-) -> tuple[Dataset, torch.Tensor]:
+def node_data(identity: NodeIdentity, run_config: RunConfig) -> tuple[Dataset, torch.Tensor]:
     """The dataset (cached per process) and this node's training indices."""
-    dataset = load_dataset(str(run_config["dataset"]), str(run_config["data-dir"]))
+    dataset = load_dataset(run_config.dataset, run_config.data_dir)
     return dataset, all_partitions(run_config, identity.num_partitions)[identity.partition_id]
 
 

@@ -16,6 +16,7 @@ summary; the local SuperLink it started (one for all points of a sweep) is stopp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import queue
@@ -42,7 +43,8 @@ from immunefl.datafiles import DataNotFoundError, locate_dataset
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.launcher import LocalSimulation, RunFailed, exit_on_signal, write_run_config
-from server_app.results import atomic_write_json, default_run_name, summary_warnings
+from immunefl.runconfig import RunConfig
+from server_app.results import atomic_write_json, summary_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,10 +169,10 @@ def list_configs(directory: Path) -> str:
     return "\n".join(lines)
 
 
-def path_problems(config: dict[str, Any]) -> None:
+def path_problems(config: RunConfig) -> None:
     """Files a config names that must exist before anything starts (ConfigError if not)."""
-    path = str(config["edge-case-file"])
-    uses_file = config["attack"] == "edge-case" and config["edge-case-source"] == "file"
+    path = config.edge_case_file
+    uses_file = config.attack == "edge-case" and config.edge_case_source == "file"
     if uses_file and not Path(path).expanduser().is_file():
         raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
 
@@ -187,22 +189,17 @@ def writable_problem(run_dir: Path) -> str | None:
     return None
 
 
-def _finalize(config: dict[str, Any]) -> Path:
-    """Absolute results dir and a run name; return the run directory."""
-    config["results-dir"] = str(Path(str(config["results-dir"])).expanduser().resolve())
-    config["run-name"] = str(config["run-name"]) or default_run_name(config)
-    return Path(str(config["results-dir"])) / str(config["run-name"])
-
-
 def _run_one(
-    sim: LocalSimulation, config: dict[str, Any], args: argparse.Namespace, echo: Callable
+    sim: LocalSimulation, config: RunConfig, args: argparse.Namespace, echo: Callable
 ) -> tuple[bool, dict[str, Any] | None]:
-    run_dir = Path(str(config["results-dir"])) / str(config["run-name"])
-    toml_path = write_run_config(config, args.flwr_home / "runs" / f"{config['run-name']}.toml")
-    print(f"immunefl: run '{config['run-name']}' -> {run_dir}", flush=True)
+    toml_path = write_run_config(
+        config.as_mapping(), args.flwr_home / "runs" / f"{config.run_name}.toml"
+    )
+    run_dir = config.run_dir
+    print(f"immunefl: run '{config.run_name}' -> {run_dir}", flush=True)
     outcome = sim.run(
         toml_path,
-        num_supernodes=int(config["num-partitions"]),
+        num_supernodes=config.num_partitions,
         cpus_per_client=args.cpus_per_client,
         gpus_per_client=args.gpus_per_client,
         echo=echo,
@@ -252,7 +249,7 @@ def _point_name(point: dict[str, Any]) -> str:
 
 
 def run_points(
-    configs: list[tuple[dict[str, Any], dict[str, Any]]], args: argparse.Namespace,
+    configs: list[tuple[dict[str, Any], RunConfig]], args: argparse.Namespace,
     echo: Callable[[str], None],
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Run every point; ``--parallel N`` runs N at once, each on its own SuperLink."""
@@ -282,7 +279,7 @@ def run_points(
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
                 return
-            results[i] = {"point": point, "run_name": config["run-name"], "ok": ok,
+            results[i] = {"point": point, "run_name": config.run_name, "ok": ok,
                           "summary": summary}  # fmt: skip
             with lock:
                 done[0] += 1
@@ -317,16 +314,17 @@ def cmd(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(args.sets)
         if args.command == "run" and args.resume is not None:
-            configs = [({}, resume_config(args.resume, overrides))]
+            raw = [({}, resume_config(args.resume, overrides))]
         elif args.command == "run" and not is_sweep(yaml_path, args.preset):
-            configs = [({}, resolve_config(yaml_path, overrides, preset=args.preset))]
+            raw = [({}, resolve_config(yaml_path, overrides, preset=args.preset))]
         else:  # a list value means a sweep, with `run` as with `sweep`
             if yaml_path is None:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
-            configs = expand_sweep(yaml_path, overrides, preset=args.preset)
+            raw = expand_sweep(yaml_path, overrides, preset=args.preset)
             args.command = "sweep"
+        configs = [(point, RunConfig.from_mapping(config)) for point, config in raw]
         for _, config in configs:
-            locate_dataset(str(config["dataset"]), str(config["data-dir"]))
+            locate_dataset(config.dataset, config.data_dir)
             path_problems(config)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"immunefl: {exc}", file=sys.stderr)
@@ -336,17 +334,20 @@ def cmd(args: argparse.Namespace) -> int:
         base = configs[0][1]
         stamp = time.strftime("%Y%m%d-%H%M%S")
         preset = f"-{args.preset}" if args.preset else ""
-        sweep_name = str(base["run-name"]) or f"{Path(yaml_path).stem}{preset}-{stamp}"
-        for point, config in configs:
-            config["results-dir"] = str(Path(str(config["results-dir"])) / sweep_name)
-            config["run-name"] = _point_name(point)
+        sweep_name = base.run_name or f"{Path(yaml_path).stem}{preset}-{stamp}"
+        configs = [
+            (point, dataclasses.replace(
+                config, results_dir=str(Path(config.results_dir) / sweep_name),
+                run_name=_point_name(point)))
+            for point, config in configs
+        ]  # fmt: skip
+    configs = [(point, config.named()) for point, config in configs]
     for _, config in configs:
-        run_dir = _finalize(config)
-        if (run_dir / "rounds.jsonl").exists() and not config["resume"]:
-            print(f"immunefl: {run_dir} already holds a run; choose another run-name",
+        if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
+            print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
                   file=sys.stderr)  # fmt: skip
             return 2
-        if problem := writable_problem(run_dir):
+        if problem := writable_problem(config.run_dir):
             print(f"immunefl: results-dir: {problem}", file=sys.stderr)
             return 2
 
@@ -361,7 +362,7 @@ def cmd(args: argparse.Namespace) -> int:
         return 1
     ok_all = all(r["ok"] for r in results)
     if args.command == "sweep":
-        sweep_dir = Path(str(configs[0][1]["results-dir"]))
+        sweep_dir = Path(configs[0][1].results_dir)
         atomic_write_json(sweep_dir / "sweep.json", {"config": str(yaml_path), "points": results})
         print(f"immunefl: sweep of {len(results)} points -> {sweep_dir}/sweep.json")
         for r in results:

@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from immunefl.catalog import DATASETS, MODEL_DATASETS, MODELS, PARTITIONINGS
+from immunefl.runconfig import RunConfig, key_to_field
 
 Scalar = bool | int | float | str
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -288,52 +289,50 @@ def parse_rounds(spec: str) -> list[int]:
     return sorted({int(x) for x in items})
 
 
-def _threat_problems(c: Mapping[str, Any]) -> list[str]:
+def _threat_problems(c: RunConfig) -> list[str]:
     problems: list[str] = []
-    if c["attack"] != "none":  # the attack modules import torch: only when there is an attack
+    if c.attack != "none":  # the attack modules import torch: only when there is an attack
         from attacks import attack_problems
 
         problems = attack_problems(c)
-    m, n = int(c["num-malicious"]), int(c["num-partitions"])
+    m, n = c.num_malicious, c.num_partitions
     if not 0 <= m <= n:
         problems.append(f"'num-malicious' must be in [0, num-partitions={n}], got {m}")
     try:
-        rounds = parse_rounds(str(c["adv-rounds"]))
-        late = [r for r in rounds if not 1 <= r <= int(c["num-server-rounds"])]
+        rounds = parse_rounds(c.adv_rounds)
+        late = [r for r in rounds if not 1 <= r <= c.num_server_rounds]
         if late:
             problems.append(f"'adv-rounds' {late} outside [1, num-server-rounds]")
     except ValueError as exc:
         problems.append(f"'adv-rounds': {exc}")
         rounds = []
-    p = float(c["adv-round-prob"])
+    p = c.adv_round_prob
     if not 0.0 <= p <= 1.0:
         problems.append(f"'adv-round-prob' must be in [0, 1], got {p}")
     if rounds and p > 0:
         problems.append("give either 'adv-rounds' or 'adv-round-prob', not both")
-    if c["attack"] != "none":
+    if c.attack != "none":
         if m < 1:
-            problems.append(f"attack '{c['attack']}' needs 'num-malicious' >= 1")
-        if c["attack-mode"] == "rounds":
-            k = int(c["malicious-per-round"])
+            problems.append(f"attack '{c.attack}' needs 'num-malicious' >= 1")
+        if c.attack_mode == "rounds":
+            k = c.malicious_per_round
             if not rounds and p == 0:
                 problems.append(
                     "attack-mode 'rounds' needs adversarial rounds: set 'adv-rounds' or "
                     "'adv-round-prob' (or use attack-mode 'continuous')"
                 )
-            if not 1 <= k <= min(m, int(c["clients-per-round"])) and m >= 1:
+            if not 1 <= k <= min(m, c.clients_per_round) and m >= 1:
                 problems.append(
                     f"'malicious-per-round' must be in [1, min(num-malicious, clients-per-round)]"
-                    f" = [1, {min(m, int(c['clients-per-round']))}], got {k}"
+                    f" = [1, {min(m, c.clients_per_round)}], got {k}"
                 )
-            if n - m < int(c["clients-per-round"]):
+            if n - m < c.clients_per_round:
                 problems.append(
                     f"only {n - m} benign partitions for clients-per-round "
-                    f"{c['clients-per-round']} in benign rounds"
+                    f"{c.clients_per_round} in benign rounds"
                 )
-    if not 0.0 < float(c["mitigation-threshold"]) <= 1.0:
-        problems.append(
-            f"'mitigation-threshold' must be in (0, 1], got {c['mitigation-threshold']}"
-        )
+    if not 0.0 < c.mitigation_threshold <= 1.0:
+        problems.append(f"'mitigation-threshold' must be in (0, 1], got {c.mitigation_threshold}")
     return problems
 
 
@@ -356,88 +355,92 @@ def validate_config(
             problems.append(str(exc))
     if problems:
         raise ConfigError(problems)
-    c = dict(config)
+    c = RunConfig.typed(config, schema)
     for key, valid in CHOICES.items():
-        if c[key] not in valid:
-            problems.append(f"'{key}' is '{c[key]}'; valid: {', '.join(valid)}")
+        if getattr(c, key_to_field(key)) not in valid:
+            problems.append(
+                f"'{key}' is '{getattr(c, key_to_field(key))}'; valid: {', '.join(valid)}"
+            )
     for key in POSITIVE_INTS:
-        if int(c[key]) < 1:
-            problems.append(f"'{key}' must be a positive integer, got {c[key]}")
-    if not (math.isfinite(float(c["lr"])) and float(c["lr"]) > 0):
-        problems.append(f"'lr' must be a finite number > 0, got {c['lr']}")
-    if not 0.0 <= float(c["momentum"]) < 1.0:
-        problems.append(f"'momentum' must be in [0, 1), got {c['momentum']}")
-    if not (math.isfinite(float(c["dirichlet-alpha"])) and float(c["dirichlet-alpha"]) > 0):
-        problems.append(f"'dirichlet-alpha' must be > 0, got {c['dirichlet-alpha']}")
-    if int(c["clients-per-round"]) > int(c["num-partitions"]):
+        if getattr(c, key_to_field(key)) < 1:
+            problems.append(
+                f"'{key}' must be a positive integer, got {getattr(c, key_to_field(key))}"
+            )
+    if not (math.isfinite(c.lr) and c.lr > 0):
+        problems.append(f"'lr' must be a finite number > 0, got {c.lr}")
+    if not 0.0 <= c.momentum < 1.0:
+        problems.append(f"'momentum' must be in [0, 1), got {c.momentum}")
+    if not (math.isfinite(c.dirichlet_alpha) and c.dirichlet_alpha > 0):
+        problems.append(f"'dirichlet-alpha' must be > 0, got {c.dirichlet_alpha}")
+    if c.clients_per_round > c.num_partitions:
         problems.append(
-            f"'clients-per-round' ({c['clients-per-round']}) must be <= "
-            f"'num-partitions' ({c['num-partitions']})"
+            f"'clients-per-round' ({c.clients_per_round}) must be <= "
+            f"'num-partitions' ({c.num_partitions})"
         )
-    if c["model"] in MODEL_DATASETS and c["dataset"] not in MODEL_DATASETS[c["model"]]:
+    if c.model in MODEL_DATASETS and c.dataset not in MODEL_DATASETS[c.model]:
         problems.append(
-            f"'model' {c['model']} does not fit 'dataset' {c['dataset']}; "
-            f"models for {c['dataset']}: "
-            + ", ".join(m for m, ds in MODEL_DATASETS.items() if c["dataset"] in ds)
+            f"'model' {c.model} does not fit 'dataset' {c.dataset}; "
+            f"models for {c.dataset}: "
+            + ", ".join(m for m, ds in MODEL_DATASETS.items() if c.dataset in ds)
         )
-    if any(ch in str(c["run-name"]) for ch in "/\\") or str(c["run-name"]) in (".", ".."):
-        problems.append(f"'run-name' must be a plain directory name, got {c['run-name']!r}")
-    if not (math.isfinite(float(c["wbc-s"])) and float(c["wbc-s"]) >= 0):
-        problems.append(f"'wbc-s' must be a finite number >= 0, got {c['wbc-s']}")
-    if c["wbc-variant"] == "official" and c["wbc-noise-param"] != "scale":
+    if any(ch in c.run_name for ch in "/\\") or c.run_name in (".", ".."):
+        problems.append(f"'run-name' must be a plain directory name, got {c.run_name!r}")
+    if not (math.isfinite(c.wbc_s) and c.wbc_s >= 0):
+        problems.append(f"'wbc-s' must be a finite number >= 0, got {c.wbc_s}")
+    if c.wbc_variant == "official" and c.wbc_noise_param != "scale":
         problems.append(
             "'wbc-variant' official draws Laplace noise of scale s, as the authors' code does: "
             "set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
         )
-    if not float(c["ldp-clip"]) > 0:
-        problems.append(f"'ldp-clip' must be > 0, got {c['ldp-clip']}")
-    z = float(c["ldp-noise-multiplier"])
+    if not c.ldp_clip > 0:
+        problems.append(f"'ldp-clip' must be > 0, got {c.ldp_clip}")
+    z = c.ldp_noise_multiplier
     if not (math.isfinite(z) and z >= 0):
         problems.append(f"'ldp-noise-multiplier' must be a finite number >= 0, got {z}")
     from client_app.faults import parse_faults
 
     try:
-        bad = [p for p in parse_faults(str(c["inject-faults"])) if p >= int(c["num-partitions"])]
+        bad = [p for p in parse_faults(c.inject_faults) if p >= c.num_partitions]
         if bad:
             problems.append(f"'inject-faults' names partitions {bad} >= num-partitions")
     except ValueError as exc:
         problems.append(f"'inject-faults': {exc}")
     problems.extend(_threat_problems(c))
-    if not 0 < float(c["poll-interval"]) <= 10:
-        problems.append(f"'poll-interval' must be in (0, 10] seconds, got {c['poll-interval']}")
-    if not float(c["round-timeout"]) > 0:
-        problems.append(f"'round-timeout' must be > 0 seconds, got {c['round-timeout']}")
-    if int(c["checkpoint-every"]) < 0:
-        problems.append(f"'checkpoint-every' must be >= 0 (0 = off), got {c['checkpoint-every']}")
-    if not 0.0 <= float(c["fail-prob"]) <= 1.0:
-        problems.append(f"'fail-prob' must be in [0, 1], got {c['fail-prob']}")
-    if bool(c["resume"]) and not str(c["run-name"]):
+    if not 0 < c.poll_interval <= 10:
+        problems.append(f"'poll-interval' must be in (0, 10] seconds, got {c.poll_interval}")
+    if not c.round_timeout > 0:
+        problems.append(f"'round-timeout' must be > 0 seconds, got {c.round_timeout}")
+    if c.checkpoint_every < 0:
+        problems.append(f"'checkpoint-every' must be >= 0 (0 = off), got {c.checkpoint_every}")
+    if not 0.0 <= c.fail_prob <= 1.0:
+        problems.append(f"'fail-prob' must be in [0, 1], got {c.fail_prob}")
+    if c.resume and not c.run_name:
         problems.append("'resume' needs the 'run-name' of the run to continue")
-    if int(c["min-replies"]) < 1:
-        problems.append(f"'min-replies' must be >= 1, got {c['min-replies']}")
-    elif int(c["min-replies"]) > int(c["clients-per-round"]):
+    if c.min_replies < 1:
+        problems.append(f"'min-replies' must be >= 1, got {c.min_replies}")
+    elif c.min_replies > c.clients_per_round:
         problems.append(
-            f"'min-replies' ({c['min-replies']}) must be <= 'clients-per-round' "
-            f"({c['clients-per-round']})"
+            f"'min-replies' ({c.min_replies}) must be <= 'clients-per-round' "
+            f"({c.clients_per_round})"
         )
-    if not float(c["max-update-norm"]) >= 0:
-        problems.append(f"'max-update-norm' must be >= 0 (0 = off), got {c['max-update-norm']}")
-    if not (math.isfinite(float(c["weight-cap-ratio"])) and float(c["weight-cap-ratio"]) >= 1):
+    if not c.max_update_norm >= 0:
+        problems.append(f"'max-update-norm' must be >= 0 (0 = off), got {c.max_update_norm}")
+    if not (math.isfinite(c.weight_cap_ratio) and c.weight_cap_ratio >= 1):
         problems.append(
-            f"'weight-cap-ratio' must be a finite number >= 1, got {c['weight-cap-ratio']}"
+            f"'weight-cap-ratio' must be a finite number >= 1, got {c.weight_cap_ratio}"
         )
-    if not (math.isfinite(float(c["server-lr"])) and float(c["server-lr"]) > 0):
-        problems.append(f"'server-lr' must be a finite number > 0, got {c['server-lr']}")
-    if not 0 <= int(c["metrics-port"]) <= 65535:
-        problems.append(f"'metrics-port' must be in [0, 65535] (0 = off), got {c['metrics-port']}")
-    url = str(c["metrics-push-url"])
+    if not (math.isfinite(c.server_lr) and c.server_lr > 0):
+        problems.append(f"'server-lr' must be a finite number > 0, got {c.server_lr}")
+    if not 0 <= c.metrics_port <= 65535:
+        problems.append(f"'metrics-port' must be in [0, 65535] (0 = off), got {c.metrics_port}")
+    url = c.metrics_push_url
     if url and not url.startswith(("http://", "https://")):
         problems.append(f"'metrics-push-url' must be an http(s):// URL, got {url!r}")
-    if not (math.isfinite(float(c["metrics-linger"])) and float(c["metrics-linger"]) >= 0):
-        problems.append(f"'metrics-linger' must be >= 0 seconds, got {c['metrics-linger']}")
+    if not (math.isfinite(c.metrics_linger) and c.metrics_linger >= 0):
+        problems.append(f"'metrics-linger' must be >= 0 seconds, got {c.metrics_linger}")
     from strategies import strategy_problems  # local import: strategies import flwr
 
     problems.extend(strategy_problems(c))
     if problems:
         raise ConfigError(problems)
-    return c
+    return dict(config)

@@ -28,7 +28,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from immunefl.config import PROJECT_ROOT, ConfigError, parse_overrides, resolve_config
 from immunefl.deploy import (
@@ -40,7 +39,7 @@ from immunefl.deploy import (
     stop_state,
 )
 from immunefl.launcher import RunFailed, free_port, write_run_config
-from server_app.results import default_run_name
+from immunefl.runconfig import RunConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 OPEN_CONTROL_API_WARNING = (
@@ -134,17 +133,16 @@ def _security(args: argparse.Namespace) -> Security:
     return Security(None if args.insecure else args.certs, getattr(args, "auth", False))
 
 
-def _run_config(args: argparse.Namespace) -> dict[str, Any]:
-    config = resolve_config(args.config, parse_overrides(args.sets))
-    config["results-dir"] = str(Path(str(config["results-dir"])).expanduser().resolve())
-    config["run-name"] = str(config["run-name"]) or default_run_name(config)
-    return config
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig.from_mapping(resolve_config(args.config, parse_overrides(args.sets))).named()
 
 
-def _submit(dep: Deployment, config: dict[str, Any], flwr_home: Path) -> int:
-    toml_path = write_run_config(config, flwr_home / "runs" / f"{config['run-name']}.toml")
+def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:
+    toml_path = write_run_config(
+        config.as_mapping(), flwr_home / "runs" / f"{config.run_name}.toml"
+    )
     outcome = dep.run(toml_path)
-    run_dir = Path(str(config["results-dir"])) / str(config["run-name"])
+    run_dir = config.run_dir
     if outcome.status != "finished:completed":
         print(f"immunefl: run {outcome.run_id} ended '{outcome.status}'", file=sys.stderr)
         return 1
@@ -159,7 +157,7 @@ def _local(args: argparse.Namespace) -> int:
     from client_app.node import malicious_partitions
 
     config = _run_config(args)
-    n = int(config["num-partitions"])
+    n = config.num_partitions
     malicious = set(malicious_partitions(n, config))
     state = args.state or Path(tempfile.mkdtemp(prefix="immunefl-deploy-"))
     tls = args.tls or args.auth

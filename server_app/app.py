@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from logging import ERROR, INFO, WARNING
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,15 +13,15 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from immunefl.allocator import configure_allocator
-from immunefl.config import validate_config
 from immunefl.models import init_model
+from immunefl.runconfig import RunConfig
 from server_app.checkpoint import load_checkpoint, restore_numpy_rng
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
 from server_app.metrics import MetricsExporter
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.outcomes import attack_delivery, run_status
-from server_app.results import RunRecorder, default_run_name, summarize, summary_warnings
+from server_app.results import RunRecorder, summarize, summary_warnings
 from server_app.roster import discover
 from server_app.scenario import ThreatScenario
 from strategies import build_strategy
@@ -40,20 +39,20 @@ def _in_simulation(grid: Grid) -> bool:
 
 
 def attack_summary(
-    rows: list[dict[str, Any]], config: dict[str, Any], scheduled: list[int]
+    rows: list[dict[str, Any]], config: RunConfig, scheduled: list[int]
 ) -> dict[str, Any]:
     """Adversarial rounds and, per adversarial round, the attack mitigation rounds."""
     adversarial = [r["round"] for r in rows if r.get("adversarial")]
     out: dict[str, Any] = {"adversarial_rounds": adversarial, "scheduled_adversarial": scheduled}
-    if config["attack"] != "none":
+    if config.attack != "none":
         out.update(attack_delivery(rows))
-    if not adversarial or config["attack-mode"] != "rounds":
+    if not adversarial or config.attack_mode != "rounds":
         return out
     last = rows[-1]["round"]
     if "mis_conf" in rows[0]:
         metric = {r["round"]: r["mis_conf"] for r in rows}
         out["mitigation_metric"] = "mis_conf"
-        out["mitigation_threshold"] = float(config["mitigation-threshold"])
+        out["mitigation_threshold"] = config.mitigation_threshold
     elif "asr" in rows[0]:
         metric = {r["round"]: r["asr"] for r in rows}
         out["mitigation_metric"] = "asr"
@@ -69,39 +68,37 @@ def attack_summary(
 def main(grid: Grid, context: Context) -> None:
     """Run one experiment as configured by the run config."""
     started = time.time()
-    config = validate_config(dict(context.run_config))
-    run_name = str(config["run-name"]) or default_run_name(config)
-    config["run-name"] = run_name
-    run_dir = Path(str(config["results-dir"])).expanduser().resolve() / run_name
-    ckpt = load_checkpoint(run_dir) if config["resume"] else None
-    if config["resume"] and ckpt is None:  # never start over on top of a run's results
+    config = RunConfig.from_mapping(context.run_config).named()
+    run_dir = config.run_dir
+    ckpt = load_checkpoint(run_dir) if config.resume else None
+    if config.resume and ckpt is None:  # never start over on top of a run's results
         raise RuntimeError(f"resume=true but {run_dir} has no checkpoint.pt: nothing to resume")
     recorder = RunRecorder(
-        run_dir, resume_rows=ckpt.rows if ckpt else ([] if config["resume"] else None)
+        run_dir, resume_rows=ckpt.rows if ckpt else ([] if config.resume else None)
     )
-    num_rounds = int(config["num-server-rounds"])
+    num_rounds = config.num_server_rounds
 
-    poll = float(config["poll-interval"])
+    poll = config.poll_interval
     # nodes must connect within two minutes; their whoami answers get the patience of a
     # training round (simulation actors import torch and load data first, slow on a loaded
     # machine), never less than two minutes
     roster = discover(
-        grid, int(config["num-partitions"]), poll_interval=poll,
-        reply_timeout=max(120.0, float(config["round-timeout"])),
+        grid, config.num_partitions, poll_interval=poll,
+        reply_timeout=max(120.0, config.round_timeout),
     )  # fmt: skip
     benign = [p for p, role in roster.role_of.items() if role == "benign"]
     malicious = [p for p, role in roster.role_of.items() if role == "malicious"]
-    if len(malicious) != int(config["num-malicious"]):
+    if len(malicious) != config.num_malicious:
         raise RuntimeError(
             f"the nodes report {len(malicious)} malicious partition(s) {sorted(malicious)} but "
-            f"the run config says num-malicious={config['num-malicious']}; make them agree "
+            f"the run config says num-malicious={config.num_malicious}; make them agree "
             '(deployment: SuperNodes started with role="malicious" in their node config)'
         )
     scenario = ThreatScenario(config, benign, malicious)
     scheduled = scenario.adversarial_rounds(num_rounds)
     recorder.write_config(
-        config, run_id=context.run_id, started=started, malicious_partitions=sorted(malicious),
-        adversarial_rounds=scheduled,
+        config.as_mapping(), run_id=context.run_id, started=started,
+        malicious_partitions=sorted(malicious), adversarial_rounds=scheduled,
     )  # fmt: skip
     when = (
         "continuous: every round that samples a malicious client"
@@ -123,7 +120,7 @@ def main(grid: Grid, context: Context) -> None:
     def select_nodes(server_round: int) -> list[int]:
         return [roster.node_of[p] for p in scenario.plan(server_round).partitions]
 
-    model = init_model(str(config["model"]), str(config["dataset"]), int(config["seed"]))
+    model = init_model(config.model, config.dataset, config.seed)
     initial = ArrayRecord(model.state_dict())
     strategy = build_strategy(config, select_nodes)  # may seed NumPy's global RNG (dp-fixed)
     cf_initial = initial
@@ -137,7 +134,7 @@ def main(grid: Grid, context: Context) -> None:
     exporter = MetricsExporter(config)
     exporter.start()
     counterfactual = None
-    if config["track-aep"]:
+    if config.track_aep:
         counterfactual = Counterfactual(build_strategy(config, select_nodes), cf_initial)
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
@@ -156,8 +153,8 @@ def main(grid: Grid, context: Context) -> None:
             grid, strategy, initial,
             num_rounds=num_rounds, roster=roster, scenario=scenario,
             evaluator=CentralEvaluator(config), recorder=recorder, counterfactual=counterfactual,
-            round_timeout=float(config["round-timeout"]), start_round=start_round,
-            checkpoint_every=int(config["checkpoint-every"]),
+            round_timeout=config.round_timeout, start_round=start_round,
+            checkpoint_every=config.checkpoint_every,
             on_round=exporter.record if exporter.enabled else None, poll_interval=poll,
             stop_on_client_error=simulation,
         )  # fmt: skip
@@ -168,7 +165,7 @@ def main(grid: Grid, context: Context) -> None:
         raise
     finally:
         exporter.close()
-    if config["save-model"]:
+    if config.save_model:
         recorder.save_model(arrays.to_torch_state_dict())
     summary = finish({})
     for line in summary_warnings(summary):

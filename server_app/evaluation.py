@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from flwr.app import ArrayRecord
 from torch import nn
@@ -22,6 +19,7 @@ from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import apply_trigger, trigger_mask
 from immunefl.data import Dataset, load_dataset
 from immunefl.models import build_model
+from immunefl.runconfig import RunConfig
 from immunefl.training import EVAL_BATCH_SIZE, evaluate, resolve_device
 
 
@@ -55,24 +53,24 @@ def attack_success_rate(
 class CentralEvaluator:
     """Every per-round server-side metric of a global model."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.dataset = load_dataset(str(config["dataset"]), str(config["data-dir"]))
-        self.model = build_model(str(config["model"]), str(config["dataset"]))
-        self.device = resolve_device(str(config["device"]))
-        attack = str(config["attack"])
+    def __init__(self, config: RunConfig) -> None:
+        self.dataset = load_dataset(config.dataset, config.data_dir)
+        self.model = build_model(config.model, config.dataset)
+        self.device = resolve_device(config.device)
+        attack = config.attack
         self.poison = None
         self.backdoor_images: torch.Tensor | None = None
-        self.target = int(config["backdoor-target"])
+        self.target = config.backdoor_target
         if attack == "targeted":
             self.poison = poison_set(
-                self.dataset, int(config["poison-samples"]), int(config["seed"]),
-                int(config["target-shift"]),
+                self.dataset, config.poison_samples, config.seed,
+                config.target_shift,
             )  # fmt: skip
         elif attack in ("backdoor", "dba"):
             test = self.dataset.test
             keep = test.labels != self.target
             h, w = test.images.shape[-2:]
-            mask = trigger_mask(h, w, int(config["trigger-size"]))
+            mask = trigger_mask(h, w, config.trigger_size)
             self.backdoor_images = apply_trigger(test.images[keep], mask)
         elif attack == "edge-case":
             images = edge_case_images(config, self.dataset.test.images)

@@ -27,6 +27,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from immunefl.runconfig import RunConfig
+
 # name -> (type, help, row key or None). Gauges show the last finished round's value.
 METRICS: dict[str, tuple[str, str, str | None]] = {
     "immunefl_round": ("gauge", "Last finished server round.", "round"),
@@ -84,14 +86,14 @@ NORM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, f
 class RoundCollector:
     """A prometheus_client collector serving the latest round's snapshot (see module doc)."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.labels = {"run": str(config["run-name"]), "strategy": str(config["strategy"])}
+    def __init__(self, config: RunConfig) -> None:
+        self.labels = {"run": config.run_name, "strategy": config.strategy}
         self.info = {
-            "dataset": str(config["dataset"]),
-            "attack": str(config["attack"]),
-            "client_defense": str(config["client-defense"]),
+            "dataset": config.dataset,
+            "attack": config.attack,
+            "client_defense": config.client_defense,
         }
-        self.num_rounds = int(config["num-server-rounds"])
+        self.num_rounds = config.num_server_rounds
         self._lock = threading.Lock()
         self._values: dict[str, float] = {}
         self._replies = {"ok": 0.0, "rejected": 0.0, "failed": 0.0}
@@ -161,14 +163,14 @@ class MetricsExporter:
     Pushgateway is down.
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.registry = CollectorRegistry()
         self.collector = RoundCollector(config)
         self.registry.register(self.collector)
-        self.port = int(config["metrics-port"])
-        self.addr = str(config["metrics-addr"])
-        self.push_url = str(config["metrics-push-url"])
-        self.linger = float(config["metrics-linger"])
+        self.port = config.metrics_port
+        self.addr = config.metrics_addr
+        self.push_url = config.metrics_push_url
+        self.linger = config.metrics_linger
         self.job = "immunefl"
         self.push_failures = 0
         self._server: Any = None

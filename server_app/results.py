@@ -15,7 +15,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +27,6 @@ if TYPE_CHECKING:
 TIMING_KEYS = frozenset(
     {"round_seconds", "aggregate_seconds", "client.seconds", "train_phase_seconds", "eval_seconds"}
 )
-
-
-def default_run_name(config: Mapping[str, Any]) -> str:
-    """``<strategy>-<dataset>-<partitioning>-s<seed>-<YYYYmmdd-HHMMSS>``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    parts = (config["strategy"], config["dataset"], config["partitioning"], f"s{config['seed']}")
-    return "-".join(str(p) for p in parts) + f"-{stamp}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -21,11 +21,11 @@ Modes (``attack-mode``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from immunefl.config import parse_rounds
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import numpy_generator
 from server_app.sampling import sample_partitions
 
@@ -47,18 +47,16 @@ class RoundPlan:
 class ThreatScenario:
     """Seeded plan of rounds for a run config and the federation's roles."""
 
-    def __init__(
-        self, config: Mapping[str, Any], benign: Sequence[int], malicious: Sequence[int]
-    ) -> None:
-        self.seed = int(config["seed"])
-        self.k = int(config["clients-per-round"])
-        self.attack = str(config["attack"])
-        self.mode = str(config["attack-mode"])
+    def __init__(self, config: RunConfig, benign: Sequence[int], malicious: Sequence[int]) -> None:
+        self.seed = config.seed
+        self.k = config.clients_per_round
+        self.attack = config.attack
+        self.mode = config.attack_mode
         self.benign = sorted(benign)
         self.malicious = sorted(malicious)
-        self.per_round = int(config["malicious-per-round"])
-        self.explicit = set(parse_rounds(str(config["adv-rounds"])))
-        self.prob = float(config["adv-round-prob"])
+        self.per_round = config.malicious_per_round
+        self.explicit = set(parse_rounds(config.adv_rounds))
+        self.prob = config.adv_round_prob
         if self.attack != "none" and not self.malicious:
             raise ValueError(f"attack '{self.attack}' configured but no node is malicious")
 

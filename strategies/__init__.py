@@ -8,11 +8,11 @@ before anything starts) and ``from_config(config, select_nodes)`` (the Flower st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from flwr.serverapp.strategy import Strategy
 
+from immunefl.runconfig import RunConfig
 from strategies.fedavg import ImmuneFedAvg, NodeSelector
 from strategies.flower_rules import BulyanStrategy, DPFixedClipping, KrumStrategy, MultiKrumStrategy
 from strategies.robust import (
@@ -28,11 +28,11 @@ from strategies.robust import (
 class ConfigurableStrategy(Protocol):
     """What a registry entry is: a Flower strategy class built from the run config."""
 
-    def config_problems(self, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(self, config: RunConfig) -> list[str]:
         """Problems with the rule's run-config keys (messages name key and value)."""
         ...
 
-    def from_config(self, config: Mapping[str, Any], select_nodes: NodeSelector) -> Strategy:
+    def from_config(self, config: RunConfig, select_nodes: NodeSelector) -> Strategy:
         """The strategy for this run; ``select_nodes(round)`` gives the round's node ids."""
         ...
 
@@ -62,17 +62,17 @@ __all__ = [
 ]
 
 
-def strategy_problems(config: Mapping[str, Any]) -> list[str]:
+def strategy_problems(config: RunConfig) -> list[str]:
     """Problems with the configured strategy's name or hyper-parameters."""
-    name = config["strategy"]
+    name = config.strategy
     if name not in STRATEGIES:
         return [f"'strategy' is '{name}'; valid: {', '.join(STRATEGIES)}"]
     return STRATEGIES[name].config_problems(config)
 
 
-def build_strategy(config: Mapping[str, Any], select_nodes: NodeSelector) -> Strategy:
-    """Instantiate the strategy named by ``config["strategy"]``."""
-    name = config["strategy"]
+def build_strategy(config: RunConfig, select_nodes: NodeSelector) -> Strategy:
+    """Instantiate the strategy named by ``config.strategy``."""
+    name = config.strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy '{name}'; valid: {', '.join(STRATEGIES)}")
     return STRATEGIES[name].from_config(config, select_nodes)

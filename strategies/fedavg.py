@@ -26,7 +26,7 @@ hyper-parameters).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from logging import WARNING
 from typing import Any
 
@@ -37,6 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from immunefl import messages as M
+from immunefl.runconfig import RunConfig
 from strategies.mean import weighted_mean
 from strategies.updates import (
     EVAL_PREFIX,
@@ -115,23 +116,23 @@ class ImmuneFedAvg(FedAvg):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def base_kwargs(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+    def base_kwargs(cls, config: RunConfig) -> dict[str, Any]:
         return {
-            "federated_eval": bool(config["federated-eval"]),
-            "min_replies": int(config["min-replies"]),
-            "max_update_norm": float(config["max-update-norm"]),
-            "server_lr": float(config["server-lr"]),
-            "device": str(config["device"]),
-            "weight_cap_ratio": float(config["weight-cap-ratio"]),
+            "federated_eval": config.federated_eval,
+            "min_replies": config.min_replies,
+            "max_update_norm": config.max_update_norm,
+            "server_lr": config.server_lr,
+            "device": config.device,
+            "weight_cap_ratio": config.weight_cap_ratio,
         }
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
         """Build from a validated run config (subclasses add their own keys)."""
         return cls(select_nodes, **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         """Problems with this rule's hyper-parameters for `config` (checked before round 1)."""
         return []
 

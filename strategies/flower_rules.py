@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from logging import WARNING
 from typing import Any
 
@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import derive_seed
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
 from strategies.updates import Layout, Screened, mean_client_metrics
@@ -67,20 +68,20 @@ def in_model_layout(arrays: ArrayRecord, global_arrays: ArrayRecord, screened: S
     return ArrayRecord(state)
 
 
-def _f(config: Mapping[str, Any]) -> int:
-    return int(config["krum-f"])
+def _f(config: RunConfig) -> int:
+    return config.krum_f
 
 
 class KrumStrategy(FlowerRuleStrategy):
     """Flower `Krum` (Blanchard et al., 2017): needs n > 2f + 2."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
         return cls(select_nodes, Krum(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
-        n, f = int(config["clients-per-round"]), _f(config)
+    def config_problems(cls, config: RunConfig) -> list[str]:
+        n, f = config.clients_per_round, _f(config)
         if f < 0 or n <= 2 * f + 2:
             return [f"'krum-f' {f}: Krum needs clients-per-round > 2*f + 2 (got {n})"]
         return []
@@ -90,16 +91,14 @@ class MultiKrumStrategy(KrumStrategy):
     """Flower `MultiKrum`: average the ``multikrum-m`` updates Krum scores best."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
-        rule = MultiKrum(
-            num_malicious_nodes=_f(config), num_nodes_to_select=int(config["multikrum-m"])
-        )
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
+        rule = MultiKrum(num_malicious_nodes=_f(config), num_nodes_to_select=config.multikrum_m)
         return cls(select_nodes, rule, **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         problems = super().config_problems(config)
-        m, n = int(config["multikrum-m"]), int(config["clients-per-round"])
+        m, n = config.multikrum_m, config.clients_per_round
         if not 1 <= m <= n:
             problems.append(f"'multikrum-m' must be in [1, clients-per-round={n}], got {m}")
         return problems
@@ -109,12 +108,12 @@ class BulyanStrategy(FlowerRuleStrategy):
     """Flower `Bulyan` (El Mhamdi et al., 2018): needs n >= 4f + 3."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
         return cls(select_nodes, Bulyan(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
-        n, f = int(config["clients-per-round"]), _f(config)
+    def config_problems(cls, config: RunConfig) -> list[str]:
+        n, f = config.clients_per_round, _f(config)
         if f < 0 or n < 4 * f + 3:
             return [f"'krum-f' {f}: Bulyan needs clients-per-round >= 4*f + 3 (got {n})"]
         return []
@@ -126,25 +125,23 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     strategy: ImmuneFedAvg
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> DPFixedClipping:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> DPFixedClipping:
         inner = ImmuneFedAvg(select_nodes, **ImmuneFedAvg.base_kwargs(config))
-        np.random.seed(derive_seed(int(config["seed"]), "flower-dp-noise") % 2**32)
+        np.random.seed(derive_seed(config.seed, "flower-dp-noise") % 2**32)
         return cls(
             inner,
-            noise_multiplier=float(config["dp-noise-multiplier"]),
-            clipping_norm=float(config["dp-clip"]),
-            num_sampled_clients=int(config["clients-per-round"]),
+            noise_multiplier=config.dp_noise_multiplier,
+            clipping_norm=config.dp_clip,
+            num_sampled_clients=config.clients_per_round,
         )
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         problems = []
-        if not float(config["dp-clip"]) > 0:
-            problems.append(f"'dp-clip' must be > 0, got {config['dp-clip']}")
-        if not float(config["dp-noise-multiplier"]) >= 0:
-            problems.append(
-                f"'dp-noise-multiplier' must be >= 0, got {config['dp-noise-multiplier']}"
-            )
+        if not config.dp_clip > 0:
+            problems.append(f"'dp-clip' must be > 0, got {config.dp_clip}")
+        if not config.dp_noise_multiplier >= 0:
+            problems.append(f"'dp-noise-multiplier' must be >= 0, got {config.dp_noise_multiplier}")
         return problems
 
     @property

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 from strategies.cdp import central_dp_aggregate
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
@@ -19,8 +19,8 @@ from strategies.signsgd import majority_vote
 from strategies.trimmed_mean import trim_count, trimmed_mean
 
 
-def _n(config: Mapping[str, Any]) -> int:
-    return int(config["clients-per-round"])
+def _n(config: RunConfig) -> int:
+    return config.clients_per_round
 
 
 class MedianStrategy(ImmuneFedAvg):
@@ -40,15 +40,15 @@ class TrimmedMeanStrategy(ImmuneFedAvg):
         self.beta = beta
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, float(config["trim-beta"]), **cls.base_kwargs(config))
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, config.trim_beta, **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         try:
-            trim_count(_n(config), float(config["trim-beta"]))
+            trim_count(_n(config), config.trim_beta)
         except ValueError as exc:
-            return [f"'trim-beta' {config['trim-beta']} with clients-per-round {_n(config)}: {exc}"]
+            return [f"'trim-beta' {config.trim_beta} with clients-per-round {_n(config)}: {exc}"]
         return []
 
     def aggregate_updates(
@@ -70,25 +70,25 @@ class InvariantStrategy(ImmuneFedAvg):
         self.tau, self.alpha = tau, alpha
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
         return cls(
             select_nodes,
-            float(config["invariant-tau"]),
-            float(config["invariant-alpha"]),
+            config.invariant_tau,
+            config.invariant_alpha,
             **cls.base_kwargs(config),
         )
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         problems = []
-        tau = float(config["invariant-tau"])
+        tau = config.invariant_tau
         if not 0.0 <= tau < 1.0:
             problems.append(f"'invariant-tau' must be in [0, 1), got {tau}")
         try:
-            trim_count(_n(config), float(config["invariant-alpha"]))
+            trim_count(_n(config), config.invariant_alpha)
         except ValueError as exc:
             problems.append(
-                f"'invariant-alpha' {config['invariant-alpha']} with clients-per-round "
+                f"'invariant-alpha' {config.invariant_alpha} with clients-per-round "
                 f"{_n(config)}: {exc}"
             )
         return problems
@@ -115,12 +115,12 @@ class RLRStrategy(ImmuneFedAvg):
         self.theta = theta
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, float(config["rlr-theta"]), **cls.base_kwargs(config))
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, float(config.rlr_theta), **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
-        theta = float(config["rlr-theta"])
+    def config_problems(cls, config: RunConfig) -> list[str]:
+        theta = float(config.rlr_theta)
         if not 0 <= theta <= _n(config):
             return [f"'rlr-theta' must be in [0, clients-per-round={_n(config)}], got {theta}"]
         return []
@@ -141,12 +141,12 @@ class SignSGDStrategy(ImmuneFedAvg):
         self.lr = lr
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, float(config["signsgd-lr"]), **cls.base_kwargs(config))
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
+        return cls(select_nodes, config.signsgd_lr, **cls.base_kwargs(config))
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
-        lr = float(config["signsgd-lr"])
+    def config_problems(cls, config: RunConfig) -> list[str]:
+        lr = config.signsgd_lr
         return [] if lr > 0 else [f"'signsgd-lr' must be > 0, got {lr}"]
 
     def aggregate_updates(
@@ -169,21 +169,21 @@ class CDPStrategy(ImmuneFedAvg):
         self.clip, self.sigma, self.seed = clip, sigma, seed
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], select_nodes: NodeSelector) -> ImmuneFedAvg:
+    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
         return cls(
             select_nodes,
-            float(config["cdp-clip"]),
-            float(config["cdp-noise-multiplier"]),
-            int(config["seed"]),
+            config.cdp_clip,
+            config.cdp_noise_multiplier,
+            config.seed,
             **cls.base_kwargs(config),
         )
 
     @classmethod
-    def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
+    def config_problems(cls, config: RunConfig) -> list[str]:
         problems = []
-        if not float(config["cdp-clip"]) > 0:
-            problems.append(f"'cdp-clip' must be > 0, got {config['cdp-clip']}")
-        z = float(config["cdp-noise-multiplier"])
+        if not config.cdp_clip > 0:
+            problems.append(f"'cdp-clip' must be > 0, got {config.cdp_clip}")
+        z = config.cdp_noise_multiplier
         if not (math.isfinite(z) and z >= 0):
             problems.append(f"'cdp-noise-multiplier' must be a finite number >= 0, got {z}")
         return problems

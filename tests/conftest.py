@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from immunefl.config import load_schema
 from immunefl.datafiles import DataNotFoundError, locate_dataset
+from immunefl.runconfig import RunConfig
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -70,3 +72,10 @@ def make_fake_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
         with open(d / name, "wb") as fh:
             pickle.dump(batch, fh)
     return d
+
+
+def typed_config(**overrides) -> RunConfig:
+    """The schema's defaults with `overrides` (hyphenated keys) as a `RunConfig`: typed, but not
+    range-checked, since component tests build edge cases on purpose."""
+    schema = load_schema()
+    return RunConfig.typed({**schema, **overrides}, schema)

@@ -22,6 +22,7 @@ from client_app.faults import ClientAppError
 from immunefl.config import load_schema
 from immunefl.models import init_model
 from strategies import STRATEGIES, build_strategy
+from tests.conftest import typed_config
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +114,7 @@ def _reply(to: Message, state: dict, n: int) -> Message:
 
 def test_fedavg_trains_exactly_the_selected_nodes_and_averages_by_examples() -> None:
     chosen = {1: [11, 12, 13], 2: [14]}
-    strategy = build_strategy({**load_schema(), "strategy": "fedavg"}, lambda r: chosen[r])
+    strategy = build_strategy(typed_config(strategy="fedavg"), lambda r: chosen[r])
     assert isinstance(strategy, STRATEGIES["fedavg"])
     arrays = ArrayRecord({"w": torch.zeros(3)})
     msgs = list(strategy.configure_train(1, arrays, ConfigRecord(), grid=None))
@@ -135,4 +136,4 @@ def test_fedavg_trains_exactly_the_selected_nodes_and_averages_by_examples() -> 
 
 def test_unknown_strategy_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="valid: fedavg"):
-        build_strategy({**load_schema(), "strategy": "nope"}, lambda r: [])
+        build_strategy(typed_config(strategy="nope"), lambda r: [])

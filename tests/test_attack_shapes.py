@@ -16,10 +16,9 @@ from attacks import ATTACKS, AttackContext, craft_malicious
 from attacks.base import flatten_update
 from attacks.triggers import apply_trigger, normalized_white, trigger_mask
 from immunefl.catalog import MODEL_DATASETS
-from immunefl.config import load_schema
 from immunefl.data import Dataset, read_splits
 from immunefl.models import build_model, init_model
-from tests.conftest import make_fake_cifar10, make_fake_fmnist
+from tests.conftest import make_fake_cifar10, make_fake_fmnist, typed_config
 
 CPU = torch.device("cpu")
 CASES = [(d, m) for d in ("fmnist", "cifar10") for m, ds in MODEL_DATASETS.items() if d in ds]
@@ -36,7 +35,7 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
 
 def _context(dataset: Dataset, model: str, attack: str, tmp_path: Path) -> AttackContext:
     parts = tuple(torch.arange(i * 10, (i + 1) * 10) for i in range(4))  # 4 nodes, 10 images
-    cfg = {**load_schema(), "dataset": dataset.name, "model": model, "attack": attack,
+    cfg = {"dataset": dataset.name, "model": model, "attack": attack,
            "num-partitions": 4, "num-malicious": 2, "clients-per-round": 4,
            "malicious-per-round": 2, "attack-local-epochs": 1, "batch-size": 5,
            "trigger-size": 3}  # fmt: skip
@@ -46,8 +45,8 @@ def _context(dataset: Dataset, model: str, attack: str, tmp_path: Path) -> Attac
         np.save(tmp_path / "edge.npy", images)
         cfg["edge-case-file"] = str(tmp_path / "edge.npy")
     return AttackContext(
-        config=cfg, dataset=dataset, partition_id=3, indices=parts[3], partitions=parts,
-        malicious=(2, 3), server_round=1,
+        config=typed_config(**cfg), dataset=dataset, partition_id=3, indices=parts[3],
+        partitions=parts, malicious=(2, 3), server_round=1,
         global_state=init_model(model, dataset.name, 0).state_dict(),
         build_model=lambda: build_model(model, dataset.name), device=CPU,
     )  # fmt: skip
@@ -92,10 +91,10 @@ def test_digits_edge_cases_fit_the_data_and_are_deterministic(c: int, h: int, w:
     assert not any(bytes(t.numpy().tobytes()) in flat for t in test)  # disjoint halves
     assert (x[:, 0] == x[:, -1]).all()  # grey replicated over channels
     like = torch.zeros(2, c, h, w, dtype=torch.uint8)
-    cfg = {"edge-case-source": "digits", "edge-case-file": ""}
+    cfg = typed_config(**{"edge-case-source": "digits", "edge-case-file": ""})
     assert torch.equal(edge_case_images(cfg, like), x)
     with pytest.raises(ValueError, match="valid: file, digits"):
-        edge_case_images({**cfg, "edge-case-source": "mnist"}, like)
+        edge_case_images(typed_config(**{"edge-case-source": "mnist"}), like)
 
 
 def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) -> None:
@@ -108,7 +107,8 @@ def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="needs 'edge-case-file'"):
         resolve_config(None, base)
     from immunefl.cli import path_problems
+    from immunefl.runconfig import RunConfig
 
     config = resolve_config(None, {**base, "edge-case-file": str(tmp_path / "nope.npy")})
     with pytest.raises(ConfigError, match="nope.npy does not exist"):
-        path_problems(config)  # before anything starts
+        path_problems(RunConfig.from_mapping(config))  # before anything starts

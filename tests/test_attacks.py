@@ -14,11 +14,11 @@ from attacks.alie import alie_z
 from attacks.base import flatten_update, state_from_update
 from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import DBA_PARTS, apply_trigger, trigger_mask
-from immunefl.config import load_schema
 from immunefl.data import Dataset, load_dataset
 from immunefl.models import build_model, init_model
 from immunefl.partition import partition_indices
 from server_app.evaluation import misclassification
+from tests.conftest import typed_config
 
 CPU = torch.device("cpu")
 
@@ -35,8 +35,8 @@ def parts(fmnist: Dataset) -> tuple[torch.Tensor, ...]:
 
 
 def context(fmnist, parts, pid: int, tmp_path: Path | None = None, **overrides) -> AttackContext:
-    cfg = {**load_schema(), "attack-local-epochs": 2, "num-malicious": 3,
-           "clients-per-round": 6, "malicious-per-round": 3, **overrides}  # fmt: skip
+    cfg = typed_config(**{"attack-local-epochs": 2, "num-malicious": 3, "clients-per-round": 6,
+                          "malicious-per-round": 3, **overrides})  # fmt: skip
     return AttackContext(
         config=cfg, dataset=fmnist, partition_id=pid, indices=parts[pid], partitions=parts,
         malicious=(17, 18, 19), server_round=4,
@@ -90,7 +90,7 @@ def test_every_attack_differs_from_the_benign_update(fmnist, parts, name, tmp_pa
 def test_targeted_attack_raises_misclassification_confidence(fmnist, parts) -> None:
     ctx = context(fmnist, parts, 18, attack="targeted",
                   **{"attack-boost": 1.0, "attack-local-epochs": 10})  # fmt: skip
-    dm = poison_set(fmnist, 1, int(ctx.config["seed"]))
+    dm = poison_set(fmnist, 1, ctx.config.seed)
     model = build_model("cnn-fmnist", "fmnist")
     model.load_state_dict(craft_malicious(ctx))
     before, _ = misclassification(ctx.fresh_model(), fmnist, dm.images(fmnist), dm.adv_labels, CPU)
@@ -161,16 +161,17 @@ def test_state_roundtrip_keeps_integer_buffers() -> None:
 def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_ones() -> None:
     from attacks import Attack, AttackSpec, attack_problems
     from immunefl.config import resolve_config
+    from immunefl.runconfig import RunConfig
 
-    config = resolve_config(None, {})
+    config = RunConfig.from_mapping(resolve_config(None, {}))
     for name, spec in ATTACKS.items():
         assert isinstance(spec, AttackSpec) and issubclass(spec.cls, Attack), name
         assert spec.problems(config) == [], name  # the defaults are valid for every attack
         assert isinstance(spec.build(config), Attack), name
-    (problem,) = attack_problems({**config, "attack": "poison"})
+    (problem,) = attack_problems(typed_config(attack="poison"))
     assert problem == "'attack' is 'poison'; valid: none, " + ", ".join(ATTACKS)
     with pytest.raises(TypeError, match="abstract"):
-        Attack({})  # craft is a required hook
+        Attack(config)  # craft is a required hook
 
 
 def test_ldp_release_through_the_shared_state_vector_conversion_keeps_local_buffers() -> None:

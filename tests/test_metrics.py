@@ -13,12 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from immunefl.config import PROJECT_ROOT, resolve_config
 from immunefl.launcher import free_port
+from immunefl.runconfig import RunConfig
 from server_app.metrics import METRICS, NORM_BUCKETS, MetricsExporter, RoundCollector
 
 
 def _config(**over):
     base = {"run-name": "m1", "strategy": "invariant", "num-server-rounds": 5}
-    return resolve_config(None, {**base, **over})
+    return RunConfig.from_mapping(resolve_config(None, {**base, **over}))
 
 
 ROWS = [

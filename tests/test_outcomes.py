@@ -122,7 +122,6 @@ def test_whoami_replies_are_checked_field_by_field() -> None:
             _whoami(content(**bad))
 
 
-
 def test_discovery_waits_for_slow_whoami_answers_as_long_as_a_round(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

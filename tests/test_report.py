@@ -10,6 +10,7 @@ from immunefl.config import load_schema
 from immunefl.report import report
 from server_app.app import attack_summary
 from server_app.results import RunRecorder, summarize
+from tests.conftest import typed_config
 
 
 def _run(
@@ -24,7 +25,7 @@ def _run(
                           "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0,
                           "malicious_aggregated": 5 if r == 2 and delivered else 0})  # fmt: skip
     summary = summarize(rec.rows, 5.0)
-    summary.update(attack_summary(rec.rows, config, [2]))
+    summary.update(attack_summary(rec.rows, typed_config(**config), [2]))
     rec.write_summary(summary)
 
 
@@ -149,7 +150,7 @@ def test_aep_figure_plots_the_attack_effect_per_defense(tmp_path: Path) -> None:
                    "malicious_aggregated": 5 * (r == 2)}  # fmt: skip
             rec.append_round(row)
         summary = summarize(rec.rows, 5.0)
-        summary.update(attack_summary(rec.rows, config, [2]))
+        summary.update(attack_summary(rec.rows, typed_config(**config), [2]))
         rec.write_summary(summary)
     runs = load_runs([tmp_path])
     _, data = plots.aep_figure(runs)
@@ -179,7 +180,7 @@ def test_regime_map_puts_each_defense_on_the_local_steps_axis(tmp_path: Path) ->
                               "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0,
                               "client.steps": float(steps), "malicious_aggregated": 1})  # fmt: skip
         summary = summarize(rec.rows, 5.0)
-        summary.update(attack_summary(rec.rows, config, [2]))
+        summary.update(attack_summary(rec.rows, typed_config(**config), [2]))
         rec.write_summary(summary)
     runs = load_runs([tmp_path])
     _, data = plots.regime_figure(runs)
@@ -200,7 +201,7 @@ def _continuous(root: Path, name: str, seed: int, asr: list[float], **cfg) -> No
                           "benign_loss": 1.0, "asr": a, "round_seconds": 1.0,
                           "malicious_aggregated": 2})  # fmt: skip
     summary = summarize(rec.rows, 5.0)
-    summary.update(attack_summary(rec.rows, config, list(range(1, len(asr) + 1))))
+    summary.update(attack_summary(rec.rows, typed_config(**config), list(range(1, len(asr) + 1))))
     rec.write_summary(summary)
 
 

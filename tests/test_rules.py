@@ -171,9 +171,7 @@ def test_every_rule_is_permutation_invariant(n: int, seed: int) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(3, 20), tau=st.sampled_from([0.0, 0.2, 0.5, 0.8]), seed=st.integers(0, 999))
-def test_invariant_is_zero_exactly_where_agreement_below_tau(
-    n: int, tau: float, seed: int
-) -> None:
+def test_invariant_is_zero_exactly_where_agreement_below_tau(n: int, tau: float, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     U = torch.randn(n, 200, generator=g)
     U[:, :20] = U[:, :20].abs() + 0.1  # unanimous columns (trimmed mean is strictly positive)

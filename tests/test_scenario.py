@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from client_app.node import NodeIdentity, malicious_partitions
-from immunefl.config import ConfigError, load_schema, resolve_config
+from immunefl.config import ConfigError, resolve_config
+from immunefl.runconfig import RunConfig
 from server_app.app import attack_summary
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.scenario import ThreatScenario
+from tests.conftest import typed_config
 
 
-def cfg(**kw) -> dict:
-    return {**load_schema(), "attack": "targeted", "num-malicious": 5, **kw}
+def cfg(**kw) -> RunConfig:
+    return typed_config(**{"attack": "targeted", "num-malicious": 5, **kw})
 
 
 MAL = list(range(95, 100))
@@ -48,7 +50,7 @@ def test_schedule_and_sampling_do_not_depend_on_the_defense() -> None:
         {"strategy": "median"},
         {"client-defense": "ldp", "strategy": "invariant"},
     ):
-        other = ThreatScenario({**base, **defense}, BEN, MAL)
+        other = ThreatScenario(cfg(**{**base.as_mapping(), **defense}), BEN, MAL)
         assert [other.plan(t) for t in range(1, 60)] == plans
 
 
@@ -64,7 +66,9 @@ def test_continuous_mode_samples_everyone() -> None:
 def test_roles_from_run_config_or_node_config() -> None:
     run = cfg(**{"num-partitions": 10, "num-malicious": 3})
     assert malicious_partitions(10, run) == (7, 8, 9)
-    assert malicious_partitions(10, {**run, "malicious-placement": "first"}) == (0, 1, 2)
+    assert malicious_partitions(
+        10, cfg(**{**run.as_mapping(), "malicious-placement": "first"})
+    ) == (0, 1, 2)
     assert (
         NodeIdentity.from_configs({"partition-id": 8, "num-partitions": 10}, run).role
         == "malicious"

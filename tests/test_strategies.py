@@ -8,8 +8,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg
 
-from immunefl.config import ConfigError, load_schema, resolve_config
+from immunefl.config import ConfigError, resolve_config
+from immunefl.runconfig import RunConfig
 from strategies import STRATEGIES, build_strategy
+from tests.conftest import typed_config
 
 NODES = list(range(101, 111))
 
@@ -20,7 +22,7 @@ def _identity(task_identity: None) -> None:
 
 
 def make(name: str, **overrides):
-    cfg = {**load_schema(), "strategy": name, "device": "cpu", **overrides}
+    cfg = typed_config(**{"strategy": name, "device": "cpu", **overrides})
     return build_strategy(cfg, lambda r: NODES)
 
 
@@ -182,7 +184,7 @@ def test_invalid_hyperparameters_fail_before_round_one(overrides: dict, needle: 
 
 def test_every_registered_strategy_builds_from_defaults() -> None:
     for name in STRATEGIES:
-        cfg = resolve_config(None, {"strategy": name})
+        cfg = RunConfig.from_mapping(resolve_config(None, {"strategy": name}))
         assert build_strategy(cfg, lambda r: NODES) is not None
 
 

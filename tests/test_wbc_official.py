@@ -109,18 +109,21 @@ def test_the_authors_attacker_trains_on_d_m_alone_and_boosts_by_weight(fmnist_di
     from attacks import AttackContext, claimed_examples, craft_malicious
     from attacks.base import flatten_update
     from attacks.poison_set import poison_set
-    from immunefl.config import load_schema
     from immunefl.data import load_dataset
     from immunefl.models import build_model, init_model
+    from immunefl.runconfig import RunConfig
     from server_app.evaluation import misclassification
+    from tests.conftest import typed_config
 
     data = load_dataset("fmnist", str(fmnist_dir))
     parts = (torch.arange(0, 100), torch.arange(100, 200))
-    cfg = {**load_schema(), "attack": "targeted", "attack-objective": "poison-only",
-           "attack-boost-mode": "weight", "attack-boost": 5.0, "attack-local-epochs": 10,
-           "batch-size": 10, "momentum": 0.5, "num-malicious": 1}  # fmt: skip
+    over = {"attack": "targeted", "attack-objective": "poison-only",
+            "attack-boost-mode": "weight", "attack-boost": 5.0, "attack-local-epochs": 10,
+            "batch-size": 10, "momentum": 0.5, "num-malicious": 1}  # fmt: skip
+    cfg = typed_config(**over)
+    scale = typed_config(**{**over, "attack-boost-mode": "scale"})
 
-    def ctx(config: dict) -> AttackContext:
+    def ctx(config: RunConfig) -> AttackContext:
         return AttackContext(
             config=config, dataset=data, partition_id=1, indices=parts[1], partitions=parts,
             malicious=(1,), server_round=3, global_state=init_model("cnn-fmnist", "fmnist", 0)
@@ -135,8 +138,8 @@ def test_the_authors_attacker_trains_on_d_m_alone_and_boosts_by_weight(fmnist_di
     conf, _ = misclassification(model, data, dm.images(data), dm.adv_labels, torch.device("cpu"))
     assert conf > 0.5  # 10 steps on the one poisoned image learned it
     assert claimed_examples(cfg, 100) == 500.0  # mal_boost = 5: five clients' weight ...
-    scaled = craft_malicious(ctx({**cfg, "attack-boost-mode": "scale"}))
+    scaled = craft_malicious(ctx(scale))
     g = ctx(cfg).global_state
     torch.testing.assert_close(flatten_update(scaled, g), 5 * flatten_update(state, g),
                                rtol=1e-4, atol=1e-6)  # ... not a 5x update  # fmt: skip
-    assert claimed_examples({**cfg, "attack-boost-mode": "scale"}, 100) == 100.0
+    assert claimed_examples(scale, 100) == 100.0

@@ -1,0 +1,188 @@
+"""One typed, frozen run config: the ``[tool.flwr.app.config]`` schema as a dataclass.
+
+`RunConfig.from_mapping` builds it once per process, at the edge (the ServerApp and the
+ClientApp from Flower's ``context.run_config``, the CLI from YAML + overrides), after
+`immunefl.config.validate_config` has checked every key, type, range and combination. It is
+then passed down, and components read typed fields (``cfg.trim_beta`` is a float) instead of
+raw reads by key, each with its own ``float()``.
+
+Field names are the schema's keys with ``-`` -> ``_``; ``pyproject.toml`` documents each key,
+and ``tests/test_runconfig.py`` checks that the fields and their types are the schema's, so the
+two cannot drift apart.
+
+>>> cfg = RunConfig.defaults(strategy="trimmed-mean", **{"trim-beta": "0.2"})
+>>> cfg.strategy, cfg.trim_beta, cfg.num_partitions
+('trimmed-mean', 0.2, 100)
+>>> cfg.as_mapping()["trim-beta"]
+0.2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+Scalar = bool | int | float | str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A validated run config (see the module docstring); immutable."""
+
+    seed: int
+    dataset: str
+    data_dir: str
+    partitioning: str
+    dirichlet_alpha: float
+    num_partitions: int
+    model: str
+    num_server_rounds: int
+    clients_per_round: int
+    local_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    strategy: str
+    server_lr: float
+    min_replies: int
+    max_update_norm: float
+    weight_cap_ratio: float
+    trim_beta: float
+    invariant_tau: float
+    invariant_alpha: float
+    rlr_theta: int
+    signsgd_lr: float
+    cdp_clip: float
+    cdp_noise_multiplier: float
+    krum_f: int
+    multikrum_m: int
+    dp_noise_multiplier: float
+    dp_clip: float
+    num_malicious: int
+    malicious_placement: str
+    attack: str
+    attack_mode: str
+    adv_rounds: str
+    adv_round_prob: float
+    malicious_per_round: int
+    poison_samples: int
+    target_shift: int
+    attack_alpha: float
+    attack_local_epochs: int
+    attack_boost: float
+    attack_boost_mode: str
+    attack_objective: str
+    backdoor_target: int
+    poison_fraction: float
+    trigger_size: int
+    edge_case_source: str
+    edge_case_file: str
+    attack_collude: bool
+    attack_adaptive: bool
+    gaussian_std: float
+    alie_z: float
+    ipm_epsilon: float
+    mitigation_threshold: float
+    track_aep: bool
+    client_defense: str
+    wbc_s: float
+    wbc_noise_param: str
+    wbc_variant: str
+    ldp_clip: float
+    ldp_noise_multiplier: float
+    poll_interval: float
+    round_timeout: float
+    checkpoint_every: int
+    resume: bool
+    fail_prob: float
+    fail_mode: str
+    inject_faults: str
+    federated_eval: bool
+    device: str
+    results_dir: str
+    run_name: str
+    save_model: bool
+    metrics_port: int
+    metrics_addr: str
+    metrics_push_url: str
+    metrics_linger: float
+
+    @classmethod
+    def from_mapping(
+        cls, config: Mapping[str, Any], schema: Mapping[str, Scalar] | None = None
+    ) -> RunConfig:
+        """Validate a full mapping of hyphenated keys and return it typed.
+
+        Raises `immunefl.config.ConfigError` listing every problem. The same mapping (e.g. one
+        run's ``context.run_config``, seen by every message of a ClientApp) is validated once.
+        """
+        if schema is None:
+            return _cached(tuple(sorted(config.items())))
+        from immunefl.config import validate_config
+
+        return cls.typed(validate_config(config, schema), schema)
+
+    @classmethod
+    def typed(cls, config: Mapping[str, Any], schema: Mapping[str, Scalar]) -> RunConfig:
+        """Coerce each key of `config` to its schema type; no range checks (`from_mapping`)."""
+        from immunefl.config import coerce
+
+        return cls(**{key_to_field(k): coerce(k, config[k], d) for k, d in schema.items()})
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> RunConfig:
+        """The schema's defaults with `overrides` (hyphenated or underscored keys), validated."""
+        from immunefl.config import load_schema
+
+        schema = load_schema()
+        config = dict(schema)
+        for key, value in overrides.items():
+            config[key.replace("_", "-")] = value
+        return cls.from_mapping(config, schema)
+
+    def as_mapping(self) -> dict[str, Scalar]:
+        """The config as hyphenated key -> value (what Flower's run config and results hold)."""
+        return {field_to_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def named(self) -> RunConfig:
+        """With an absolute ``results-dir`` and a ``run-name``: the one rule for where a run
+        writes (`run_dir`). An empty name becomes
+        ``<strategy>-<dataset>-<partitioning>-s<seed>-<YYYYmmdd-HHMMSS>``."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        parts = (self.strategy, self.dataset, self.partitioning, f"s{self.seed}", stamp)
+        return dataclasses.replace(
+            self,
+            results_dir=str(Path(self.results_dir).expanduser().resolve()),
+            run_name=self.run_name or "-".join(parts),
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        """``results-dir / run-name`` (relative results dirs resolve against the working dir)."""
+        return Path(self.results_dir).expanduser().resolve() / self.run_name
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` (underscored field names), validated again."""
+        return self.defaults(**{**self.as_mapping(), **changes})
+
+
+def key_to_field(key: str) -> str:
+    """``"trim-beta"`` -> ``"trim_beta"``."""
+    return key.replace("-", "_")
+
+
+def field_to_key(name: str) -> str:
+    """``"trim_beta"`` -> ``"trim-beta"``."""
+    return name.replace("_", "-")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(items: tuple[tuple[str, Any], ...]) -> RunConfig:
+    from immunefl.config import load_schema, validate_config
+
+    schema = load_schema()
+    return RunConfig.typed(validate_config(dict(items), schema), schema)
