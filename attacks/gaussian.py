@@ -8,6 +8,17 @@ from attacks.base import Attack, AttackContext, State, flatten_update, state_fro
 from immunefl.runconfig import RunConfig
 
 
+def gaussian_update(d: int, std: float, generator: torch.Generator) -> torch.Tensor:
+    """``d`` i.i.d. N(0, std^2) values: an update that carries no information (the untargeted
+    baseline of Fang et al., 2020 and Blades' ``noise`` attack).
+
+    >>> u = gaussian_update(100_000, 0.1, torch.Generator().manual_seed(0))
+    >>> round(float(u.std()), 2), abs(float(u.mean())) < 0.01
+    (0.1, True)
+    """
+    return torch.randn(d, generator=generator) * std
+
+
 class GaussianNoise(Attack):
     """``attack = gaussian``."""
 
@@ -22,5 +33,4 @@ class GaussianNoise(Attack):
 
     def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
         d = flatten_update(ctx.global_state, ctx.global_state).numel()
-        noise = torch.randn(d, generator=generator) * self.std
-        return state_from_update(noise, ctx.global_state)
+        return state_from_update(gaussian_update(d, self.std, generator), ctx.global_state)

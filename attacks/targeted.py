@@ -31,6 +31,31 @@ from immunefl.training import train_sgd
 OBJECTIVES = ("eq3", "poison-only")
 
 
+def eq3_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xm: torch.Tensor,
+    ym: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """FL-WBC Eq. 3: ``alpha * CE(model(x), y) + (1 - alpha) * CE(model(xm), ym)``, a benign
+    batch ``(x, y)`` and the malicious set D_M ``(xm, ym)`` with its adversarial labels. With
+    ``alpha = 0`` the benign batch is not even run through the model (no BatchNorm update).
+
+    >>> model = nn.Linear(2, 2, bias=False)
+    >>> _ = model.weight.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    >>> x, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])   # benign: class 0, right
+    >>> xm, ym = torch.tensor([[2.0, 0.0]]), torch.tensor([1])  # D_M: same image, label 1
+    >>> [round(eq3_loss(model, x, y, xm, ym, a).item(), 4) for a in (1.0, 0.5, 0.0)]
+    [0.1269, 1.1269, 2.1269]
+    """
+    malicious = F.cross_entropy(model(xm), ym)
+    if alpha == 0.0:
+        return malicious
+    return alpha * F.cross_entropy(model(x), y) + (1.0 - alpha) * malicious
+
+
 class TargetedPoisoning(Attack):
     """``attack = targeted``."""
 
@@ -71,10 +96,7 @@ class TargetedPoisoning(Attack):
         alpha = self.alpha
 
         def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            malicious = F.cross_entropy(model(xm), ym)
-            if alpha == 0.0:
-                return malicious
-            return alpha * F.cross_entropy(model(x), y) + (1.0 - alpha) * malicious
+            return eq3_loss(model, x, y, xm, ym, alpha)
 
         state, _ = ctx.train(indices, self.epochs, generator, loss_fn=loss_fn)
         return boost(state, ctx.global_state, self.boost)

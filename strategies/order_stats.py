@@ -43,6 +43,11 @@ def odd_even_merge_network(n: int) -> tuple[tuple[int, int], ...]:
 
     Built for the next power of two; comparators touching an index >= n are dropped, which is
     the same as padding with +inf values that never move.
+
+    >>> odd_even_merge_network(4)  # 5 comparators sort 4 items (Knuth, TAOCP 5.3.4)
+    ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2))
+    >>> len(odd_even_merge_network(20))
+    103
     """
     size = 1
     while size < n:
@@ -81,7 +86,14 @@ def reduce_sorted_columns(
     U: torch.Tensor, reducer: Callable[[list[torch.Tensor]], torch.Tensor]
 ) -> torch.Tensor:
     """``out[k] = reducer(sorted rows)[k]``: `reducer` gets the n sorted rows of a column block
-    (ascending, each of length c) and returns their reduction of length c."""
+    (ascending, each of length c) and returns their reduction of length c.
+
+    >>> U = torch.tensor([[3., 0.], [1., 5.], [2., -1.]])
+    >>> reduce_sorted_columns(U, lambda rows: rows[1])  # the middle row: the median
+    tensor([2., 0.])
+    >>> reduce_sorted_columns(U, lambda rows: rows[-1] - rows[0])  # max - min per column
+    tensor([2., 6.])
+    """
     n, d = U.shape
     out = torch.empty(d, dtype=U.dtype, device=U.device)
     if U.is_cuda:
