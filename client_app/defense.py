@@ -24,8 +24,6 @@ from client_app.wbc_official import OfficialWBC
 from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 
-CLIENT_DEFENSES = ("none", "wbc", "ldp")
-
 
 def _generator(cfg: RunConfig, stream: str, server_round: int, pid: int, model: nn.Module):
     device = next(model.parameters()).device

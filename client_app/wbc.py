@@ -35,9 +35,8 @@ from collections.abc import Iterable
 
 import torch
 
+from immunefl.catalog import WBC_NOISE_PARAMS
 from immunefl.noise import laplace_like
-
-NOISE_PARAMS = ("std", "scale")
 
 
 def wbc_perturbation(
@@ -51,8 +50,8 @@ def wbc_perturbation(
 
 def noise_std(s: float, noise_param: str) -> float:
     """Standard deviation of Y for ``wbc-s = s`` under the ``std`` or ``scale`` convention."""
-    if noise_param not in NOISE_PARAMS:
-        raise ValueError(f"wbc-noise-param '{noise_param}'; valid: {', '.join(NOISE_PARAMS)}")
+    if noise_param not in WBC_NOISE_PARAMS:
+        raise ValueError(f"wbc-noise-param '{noise_param}'; valid: {', '.join(WBC_NOISE_PARAMS)}")
     if not (math.isfinite(s) and s >= 0):
         raise ValueError(f"wbc-s must be finite and >= 0, got {s}")
     return s if noise_param == "std" else s * math.sqrt(2.0)

@@ -1,8 +1,8 @@
-"""Names the run config may use for datasets, models and partitionings.
+"""Names the run config may use for datasets, models, partitionings and client defenses.
 
 A module without heavy imports: the launcher validates a config before anything starts, and it
 should not pay for importing torch to do so. `immunefl.data`, `immunefl.models` and
-`immunefl.partition` use these same tuples.
+`immunefl.partition`, `client_app.defense` and `client_app.wbc` use these same tuples.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from __future__ import annotations
 DATASETS = ("fmnist", "cifar10")
 MODELS = ("cnn-fmnist", "cnn-cifar", "resnet18")
 PARTITIONINGS = ("iid", "shard", "dirichlet")
+CLIENT_DEFENSES = ("none", "wbc", "ldp")
+#: FL-WBC's Laplace parameter: s is the std (Algorithm 1's text) or the scale (the authors' code)
+WBC_NOISE_PARAMS = ("std", "scale")
+#: FL-WBC as Algorithm 1 (``paper``) or as the authors' code (``official``)
+WBC_VARIANTS = ("paper", "official")
 #: which dataset each model accepts (resnet18 accepts both)
 MODEL_DATASETS = {
     "cnn-fmnist": ("fmnist",),

@@ -22,7 +22,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from immunefl.catalog import DATASETS, MODEL_DATASETS, MODELS, PARTITIONINGS
+from immunefl.catalog import (
+    CLIENT_DEFENSES,
+    DATASETS,
+    MODEL_DATASETS,
+    MODELS,
+    PARTITIONINGS,
+    WBC_NOISE_PARAMS,
+    WBC_VARIANTS,
+)
 from immunefl.runconfig import RunConfig, key_to_field
 
 Scalar = bool | int | float | str
@@ -34,9 +42,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "partitioning": PARTITIONINGS,
     "model": MODELS,
     "device": ("auto", "cpu", "cuda"),
-    "client-defense": ("none", "wbc", "ldp"),
-    "wbc-noise-param": ("std", "scale"),
-    "wbc-variant": ("paper", "official"),
+    "client-defense": CLIENT_DEFENSES,
+    "wbc-noise-param": WBC_NOISE_PARAMS,
+    "wbc-variant": WBC_VARIANTS,
     "malicious-placement": ("last", "first"),
     "attack-mode": ("rounds", "continuous"),
     "fail-mode": ("crash", "hang"),
