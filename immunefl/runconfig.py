@@ -121,7 +121,10 @@ class RunConfig:
         run's ``context.run_config``, seen by every message of a ClientApp) is validated once.
         """
         if schema is None:
-            return _cached(tuple(sorted(config.items())))
+            try:  # the type is part of the key: True == 1 == 1.0 must not share an entry
+                return _cached(tuple(sorted((k, type(v).__name__, v) for k, v in config.items())))
+            except TypeError:  # an unhashable value: validation names it
+                schema = load_schema()
         from immunefl.config import validate_config
 
         return cls.typed(validate_config(config, schema), schema)
@@ -181,8 +184,14 @@ def field_to_key(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(items: tuple[tuple[str, Any], ...]) -> RunConfig:
-    from immunefl.config import load_schema, validate_config
+def _cached(items: tuple[tuple[str, str, Any], ...]) -> RunConfig:
+    from immunefl.config import validate_config
 
     schema = load_schema()
-    return RunConfig.typed(validate_config(dict(items), schema), schema)
+    return RunConfig.typed(validate_config({k: v for k, _, v in items}, schema), schema)
+
+
+def load_schema() -> dict[str, Scalar]:
+    from immunefl.config import load_schema as schema
+
+    return schema()

@@ -123,6 +123,9 @@ def main(grid: Grid, context: Context) -> None:
     model = init_model(config.model, config.dataset, config.seed)
     initial = ArrayRecord(model.state_dict())
     strategy = build_strategy(config, select_nodes)  # may seed NumPy's global RNG (dp-fixed)
+    # the counterfactual's strategy too, before a resumed run restores that RNG: built after it,
+    # dp-fixed would seed it again and a resumed run's noise would differ from a whole run's
+    cf_strategy = build_strategy(config, select_nodes) if config.track_aep else None
     cf_initial = initial
     start_round = 1
     if ckpt is not None:
@@ -134,8 +137,8 @@ def main(grid: Grid, context: Context) -> None:
     exporter = MetricsExporter(config)
     exporter.start()
     counterfactual = None
-    if config.track_aep:
-        counterfactual = Counterfactual(build_strategy(config, select_nodes), cf_initial)
+    if cf_strategy is not None:
+        counterfactual = Counterfactual(cf_strategy, cf_initial)
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
             s.reported_sizes.update(roster.reported_sizes())

@@ -61,6 +61,19 @@ def test_the_same_mapping_is_validated_once() -> None:
     assert RunConfig.from_mapping({**mapping, "seed": 12}).seed == 12
 
 
+def test_the_cache_never_answers_for_an_equal_value_of_another_type() -> None:
+    # True == 1 and 1 == 1.0 in Python: keyed on the value alone, the second call would get the
+    # first one's (valid) answer instead of its own
+    schema = load_schema()
+    assert RunConfig.from_mapping({**schema, "attack-collude": True}).attack_collude is True
+    with pytest.raises(ConfigError, match="'attack-collude' must be a bool"):
+        RunConfig.from_mapping({**schema, "attack-collude": 1})
+    assert RunConfig.from_mapping({**schema, "run-name": 1}).run_name == "1"
+    assert RunConfig.from_mapping({**schema, "run-name": 1.0}).run_name == "1.0"
+    with pytest.raises(ConfigError, match="'adv-rounds' must be a string"):
+        RunConfig.from_mapping({**schema, "adv-rounds": ["1"]})  # unhashable: still named
+
+
 def test_named_is_the_one_rule_for_the_run_directory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = RunConfig.defaults(strategy="median", seed=4, **{"results-dir": "out"}).named()
