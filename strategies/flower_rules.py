@@ -3,7 +3,17 @@
 - ``krum``, ``multikrum``, ``bulyan``: replies are screened by our base class first, then the
   accepted ones go to Flower's `Krum` / `MultiKrum` / `Bulyan` ``aggregate_train`` (they
   aggregate full weights; with one broadcast model, distances between weights equal distances
-  between updates). ``server-lr`` does not apply to them.
+  between updates). ``server-lr`` does not apply to them. The rules, for n accepted updates
+  and ``krum-f`` = f assumed attackers:
+  - Krum (Blanchard et al., NeurIPS 2017, Def. 1): score(i) = sum of ||w_i - w_j||^2 over the
+    n - f - 2 updates j closest to w_i; the update with the lowest score is the new model.
+  - Multi-Krum (same paper, §5): the mean of the ``multikrum-m`` updates with the lowest scores.
+  - Bulyan (El Mhamdi et al., ICML 2018, Alg. 1): Krum selects theta = n - 2f updates one at a
+    time (each pick removed from the pool), then each coordinate averages the beta = theta - 2f
+    of them closest to its median; needs n >= 4f + 3.
+  Their code is Flower's, so this module has no example of its own; the example is
+  `tests/test_strategies.py::test_flowers_distance_rules_leave_a_far_update_out` (an update far
+  from six honest ones passes screening and none of the three rules lets it into the model).
 - ``dp-fixed``: Flower's `DifferentialPrivacyServerSideFixedClipping` around our FedAvg
   (clip each update to ``dp-clip``, average, Gaussian noise of std
   ``dp-noise-multiplier * dp-clip / n``). Flower draws that noise from NumPy's global RNG, which

@@ -222,3 +222,16 @@ def test_replies_with_different_metric_keys_aggregate_and_average_per_key(name: 
     assert metrics["client.train_loss"] == pytest.approx(2.0)  # Flower's helper would say 1.4
     assert metrics["client.wbc_perturbed_fraction"] == pytest.approx(0.5)
     assert metrics["client.attacked"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(("name", "f"), [("krum", 1), ("multikrum", 1), ("bulyan", 1)])
+def test_flowers_distance_rules_leave_a_far_update_out(name: str, f: int) -> None:
+    """Krum's score (the squared distances to the n - f - 2 nearest others) is largest for an
+    update far from the honest cluster, so none of Flower's three rules lets it in."""
+    honest = [{**s, "w": 0.1 * s["w"] + 1.0, "b": 0.1 * s["b"] + 1.0} for s in benign_states(6)]
+    far = {**honest[0], "w": torch.full((4, 3), 50.0), "b": torch.full((3,), 50.0)}
+    strategy = make(name, **{"krum-f": f, "multikrum-m": 3, "clients-per-round": 10})
+    arrays, metrics = round_trip(strategy, [*honest, far])
+    assert metrics["rejected_replies"] == 0  # the far update passed screening: the rule decides
+    w = arrays.to_torch_state_dict()["w"]
+    assert float(w.max()) < 2.0  # nothing of the 50s reached the model
