@@ -17,18 +17,18 @@ from client_app.faults import (
     InjectedCrash,
     faulty_eval_metrics,
     faulty_reply,
-    parse_faults,
     random_failure,
 )
 from client_app.node import (
     NodeIdentity,
     all_partitions,
-    malicious_partitions,
     node_data,
     prepare_process,
 )
 from immunefl import messages as M
+from immunefl.faultspec import parse_faults
 from immunefl.models import build_model
+from immunefl.roles import malicious_partitions
 from immunefl.runconfig import RunConfig
 from immunefl.seeding import torch_generator
 from immunefl.training import evaluate as evaluate_model

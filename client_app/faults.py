@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING
 
 from immunefl import messages as M
 
-if TYPE_CHECKING:  # the launcher validates `inject-faults` with parse_faults, without torch
+if TYPE_CHECKING:  # imported by the ClientApp only; the kinds and parser: immunefl.faultspec
     import torch
     from flwr.app import MetricRecord, RecordDict
 
-FAULT_KINDS = ("nan", "shape", "huge", "crash", "weight", "metrics", "records", "bytes", "bug")
 INJECTED = "[injected fault]"
 #: Keys of the server's own round bookkeeping that the ``metrics`` fault forges.
 FORGED_METRICS = {"round": 1.0, "adversarial": 0.0, "rejected_replies": -100.0,
@@ -56,20 +55,6 @@ class InjectedCrash(RuntimeError):
 
 class ClientAppError(RuntimeError):
     """An unexpected exception in a ClientApp, with the node's traceback in its message."""
-
-
-def parse_faults(spec: str) -> dict[int, str]:
-    """``"3:nan,5:crash"`` -> ``{3: "nan", 5: "crash"}``; ValueError naming a bad entry."""
-    faults: dict[int, str] = {}
-    for item in filter(None, (x.strip() for x in spec.split(","))):
-        pid, sep, kind = item.partition(":")
-        if not sep or not pid.strip().isdigit() or kind.strip() not in FAULT_KINDS:
-            raise ValueError(
-                f"inject-faults entry '{item}' must be <partition>:<kind>, "
-                f"kind one of {', '.join(FAULT_KINDS)}"
-            )
-        faults[int(pid)] = kind.strip()
-    return faults
 
 
 def _mismatched_bytes(tensor: torch.Tensor):

@@ -13,6 +13,7 @@ from attacks import ROLES
 from immunefl.allocator import configure_allocator
 from immunefl.data import Dataset, load_dataset
 from immunefl.partition import cached_partitions
+from immunefl.roles import simulated_role
 from immunefl.runconfig import RunConfig
 
 
@@ -46,19 +47,6 @@ class NodeIdentity:
         if role not in ROLES:
             raise ValueError(f"node config role='{role}'; valid: {', '.join(ROLES)}")
         return cls(pid, n, role)
-
-
-def malicious_partitions(num_partitions: int, run_config: RunConfig) -> tuple[int, ...]:
-    """Partition ids that are malicious in simulation (``num-malicious``, placement)."""
-    m = run_config.num_malicious
-    if run_config.malicious_placement == "first":
-        return tuple(range(m))
-    return tuple(range(num_partitions - m, num_partitions))
-
-
-def simulated_role(pid: int, num_partitions: int, run_config: RunConfig) -> str:
-    """The role of partition `pid` when the node config does not set one."""
-    return "malicious" if pid in malicious_partitions(num_partitions, run_config) else "benign"
 
 
 def all_partitions(run_config: RunConfig, num_partitions: int) -> tuple[torch.Tensor, ...]:

@@ -43,8 +43,8 @@ from immunefl.datafiles import DataNotFoundError, locate_dataset
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.launcher import LocalSimulation, RunFailed, exit_on_signal, write_run_config
+from immunefl.resultsio import atomic_write_json, summary_warnings
 from immunefl.runconfig import RunConfig
-from server_app.results import atomic_write_json, summary_warnings
 
 
 def _parser() -> argparse.ArgumentParser:

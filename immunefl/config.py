@@ -405,7 +405,7 @@ def validate_config(
     z = c.ldp_noise_multiplier
     if not (math.isfinite(z) and z >= 0):
         problems.append(f"'ldp-noise-multiplier' must be a finite number >= 0, got {z}")
-    from client_app.faults import parse_faults
+    from immunefl.faultspec import parse_faults
 
     try:
         bad = [p for p in parse_faults(c.inject_faults) if p >= c.num_partitions]

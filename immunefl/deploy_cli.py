@@ -154,7 +154,7 @@ def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from client_app.node import malicious_partitions
+    from immunefl.roles import malicious_partitions
 
     config = _run_config(args)
     n = config.num_partitions

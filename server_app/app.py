@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from immunefl.allocator import configure_allocator
 from immunefl.models import init_model
+from immunefl.resultsio import summary_warnings
 from immunefl.runconfig import RunConfig
 from server_app.checkpoint import load_checkpoint, restore_numpy_rng
 from server_app.evaluation import CentralEvaluator
@@ -21,7 +22,7 @@ from server_app.loop import Counterfactual, run_rounds
 from server_app.metrics import MetricsExporter
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.outcomes import attack_delivery, run_status
-from server_app.results import RunRecorder, summarize, summary_warnings
+from server_app.results import RunRecorder, summarize
 from server_app.roster import discover
 from server_app.scenario import ThreatScenario
 from strategies import build_strategy

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from server_app.results import atomic_write_bytes
+from immunefl.resultsio import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 

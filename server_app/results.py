@@ -12,12 +12,12 @@ half-written file; a crash can at most lose the round being written.
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from immunefl.resultsio import atomic_write_bytes, atomic_write_json, jsonable
 
 if TYPE_CHECKING:
     import torch
@@ -27,35 +27,6 @@ if TYPE_CHECKING:
 TIMING_KEYS = frozenset(
     {"round_seconds", "aggregate_seconds", "client.seconds", "train_phase_seconds", "eval_seconds"}
 )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf; null says "not a number" explicitly
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a fsynced temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
 
 
 class RunRecorder:
@@ -77,16 +48,14 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = [dict(r) for r in resume_rows or []]
         if resume_rows is not None:
-            text = "".join(
-                json.dumps(_jsonable(r), separators=(",", ":")) + "\n" for r in self.rows
-            )
+            text = "".join(json.dumps(jsonable(r), separators=(",", ":")) + "\n" for r in self.rows)
             atomic_write_bytes(self.rounds_path, text.encode())
 
     def write_config(self, config: Mapping[str, Any], **meta: Any) -> None:
         atomic_write_json(self.run_dir / "config.json", {**config, "_meta": meta})
 
     def append_round(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps(_jsonable(row), separators=(",", ":")) + "\n"
+        line = json.dumps(jsonable(row), separators=(",", ":")) + "\n"
         with open(self.rounds_path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
@@ -121,20 +90,3 @@ def summarize(rows: list[Mapping[str, Any]], wall_seconds: float) -> dict[str, A
         "median_round_seconds": times[len(times) // 2] if times else None,
         "wall_seconds": wall_seconds,
     }
-
-
-def summary_warnings(summary: dict[str, Any]) -> list[str]:
-    """What a person must know about a finished run's results (from its summary.json)."""
-    lines = []
-    if summary.get("rounds_not_updated"):
-        lines.append(
-            f"rounds {summary['rounds_not_updated']} did not update the model "
-            f"({summary.get('failed_replies_total', 0)} failed, "
-            f"{summary.get('rejected_replies_total', 0)} rejected replies in all)"
-        )
-    if summary.get("attack_not_delivered_rounds"):
-        lines.append(
-            "attack not delivered in adversarial rounds "
-            f"{summary['attack_not_delivered_rounds']}: no malicious update reached aggregation"
-        )
-    return lines

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from client_app.node import NodeIdentity, malicious_partitions
+from client_app.node import NodeIdentity
 from immunefl.config import ConfigError, resolve_config
+from immunefl.roles import malicious_partitions
 from immunefl.runconfig import RunConfig
 from server_app.app import attack_summary
 from server_app.mitigation import asr_threshold, mitigation_rounds
