@@ -121,8 +121,9 @@ class RunConfig:
         run's ``context.run_config``, seen by every message of a ClientApp) is validated once.
         """
         if schema is None:
-            try:  # the type is part of the key: True == 1 == 1.0 must not share an entry
-                return _cached(tuple(sorted((k, type(v).__name__, v) for k, v in config.items())))
+            try:  # type and repr in the key: True == 1 == 1.0 and -0.0 == 0.0 must not share
+                items = tuple(sorted((k, type(v), repr(v), v) for k, v in config.items()))
+                return _cached(items)
             except TypeError:  # an unhashable value: validation names it
                 schema = load_schema()
         from immunefl.config import validate_config
@@ -184,11 +185,11 @@ def field_to_key(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(items: tuple[tuple[str, str, Any], ...]) -> RunConfig:
+def _cached(items: tuple[tuple[str, type, str, Any], ...]) -> RunConfig:
     from immunefl.config import validate_config
 
     schema = load_schema()
-    return RunConfig.typed(validate_config({k: v for k, _, v in items}, schema), schema)
+    return RunConfig.typed(validate_config({k: v for k, _, _, v in items}, schema), schema)
 
 
 def load_schema() -> dict[str, Scalar]:

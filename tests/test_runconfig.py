@@ -70,6 +70,11 @@ def test_the_cache_never_answers_for_an_equal_value_of_another_type() -> None:
         RunConfig.from_mapping({**schema, "attack-collude": 1})
     assert RunConfig.from_mapping({**schema, "run-name": 1}).run_name == "1"
     assert RunConfig.from_mapping({**schema, "run-name": 1.0}).run_name == "1.0"
+    assert RunConfig.from_mapping({**schema, "run-name": 0.0}).run_name == "0.0"
+    assert RunConfig.from_mapping({**schema, "run-name": -0.0}).run_name == "-0.0"
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ConfigError, match="'attack-collude' must be a bool"):
+        RunConfig.from_mapping({**schema, "attack-collude": np.True_})  # type name is "bool"
     with pytest.raises(ConfigError, match="'adv-rounds' must be a string"):
         RunConfig.from_mapping({**schema, "adv-rounds": ["1"]})  # unhashable: still named
 
