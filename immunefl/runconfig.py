@@ -140,12 +140,8 @@ class RunConfig:
     @classmethod
     def defaults(cls, **overrides: Any) -> RunConfig:
         """The schema's defaults with `overrides` (hyphenated or underscored keys), validated."""
-        from immunefl.config import load_schema
-
         schema = load_schema()
-        config = dict(schema)
-        for key, value in overrides.items():
-            config[key.replace("_", "-")] = value
+        config = {**schema, **{field_to_key(k): v for k, v in overrides.items()}}
         return cls.from_mapping(config, schema)
 
     def as_mapping(self) -> dict[str, Scalar]:
