@@ -56,6 +56,18 @@ def _train_round(
     return messages, replies, new_arrays, metrics
 
 
+def aggregate_refusal(
+    layout: Layout, new_arrays: ArrayRecord | None, server_round: int, what: str
+) -> int:
+    """1 (and an error logged) when `new_arrays` is not a finite model of the broadcast
+    `layout`, so the caller keeps its `what` unchanged; 0 when it is fine or absent."""
+    if new_arrays is None or not (problem := layout.aggregate_problem(new_arrays)):
+        return 0
+    log(ERROR, "[immunefl] round %d: aggregate refused (%s); %s unchanged",
+        server_round, problem, what)  # fmt: skip
+    return 1
+
+
 def strategy_screening(strategy: Strategy, attr: str = "last_screened") -> Screened:
     """The strategy's screening outcome of its last train (or evaluate) aggregation."""
     found = getattr(strategy, attr, None)
@@ -118,10 +130,8 @@ def run_rounds(
         if stop_on_client_error and (bugs := unexpected_failures(screened, roster)):
             raise ClientFailure(f"round {server_round}: " + "\n".join(bugs))
         aggregate_rejected = int((train_metrics or {}).get("aggregate_rejected", 0))
-        if new_arrays is not None and (problem := layout.aggregate_problem(new_arrays)):
-            log(ERROR, "[immunefl] round %d: aggregate refused (%s); global model unchanged",
-                server_round, problem)  # fmt: skip
-            new_arrays, aggregate_rejected = None, 1
+        if refused := aggregate_refusal(layout, new_arrays, server_round, "global model"):
+            new_arrays, aggregate_rejected = None, refused
         if new_arrays is not None:
             arrays = new_arrays
         failed = sum(1 for r in replies if r.has_error())
@@ -158,10 +168,15 @@ def run_rounds(
         row["train_phase_seconds"] = t_train
         row["eval_seconds"] = time.perf_counter() - t_eval
         if counterfactual is not None:
-            _, _, cf_arrays, _ = _train_round(
+            _, _, cf_arrays, cf_train = _train_round(
                 grid, counterfactual.strategy, server_round, counterfactual.arrays,
                 ConfigRecord({M.BENIGN_OVERRIDE: True}), round_timeout, poll_interval,
             )  # fmt: skip
+            cf_refused = int((cf_train or {}).get("aggregate_rejected", 0))
+            if aggregate_refusal(Layout.of(counterfactual.arrays), cf_arrays, server_round,
+                                 "counterfactual model"):  # fmt: skip
+                cf_arrays, cf_refused = None, 1
+            row["cf_aggregate_rejected"] = cf_refused
             if cf_arrays is not None:
                 counterfactual.arrays = cf_arrays
             row["aep_norm"] = float_distance(counterfactual.arrays, arrays)

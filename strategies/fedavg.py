@@ -51,6 +51,7 @@ from strategies.updates import (
     mean_client_metrics,
     only_records,
     screen_replies,
+    sender_problem,
 )
 
 NodeSelector = Callable[[int], list[int]]
@@ -220,6 +221,7 @@ class ImmuneFedAvg(FedAvg):
                 log(WARNING, "round %d skipped: the rule failed (%s: %s); global model unchanged",
                     server_round, type(exc).__name__, exc)  # fmt: skip
                 diag["aggregated_replies"] = 0
+                diag["aggregate_rejected"] = 1
                 arrays = None
         diag["aggregate_seconds"] = time.perf_counter() - t0
         metrics = MetricRecord(diag)
@@ -233,13 +235,19 @@ class ImmuneFedAvg(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Client-side evaluation replies, screened like train replies: exactly one
-        ``metrics`` record of finite numbers and a positive (capped) weight; averaged per key
-        as ``client_eval.<key>``. A bad reply is rejected and counted, never fatal."""
+        """Client-side evaluation replies, screened like train replies: one reply per node
+        asked, exactly one ``metrics`` record of finite numbers and a positive (capped) weight;
+        averaged per key as ``client_eval.<key>``. A bad reply is rejected and counted, never
+        fatal."""
         out = Screened()
         claims: list[float] = []
+        seen: set[int] = set()
+        expected = None if self.resubmission else set(self._last_train_nodes)
         for msg in self._ordered(replies):
             node = msg.metadata.src_node_id
+            if problem := sender_problem(node, seen, expected):
+                out.rejected.append((node, problem))
+                continue
             if msg.has_error():
                 out.failed.append((node, str(msg.error.reason)))
                 continue

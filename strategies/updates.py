@@ -249,6 +249,28 @@ class Screened:
         ]
 
 
+def sender_problem(node: int, seen: set[int], expected: set[int] | None) -> str | None:
+    """Why a reply from `node` is refused before its content is read (None: it is not), and
+    `node` noted in `seen`. With `expected` (the node ids asked this round): a second reply
+    from a node, or one from a node that was not asked. Flower's link state refuses these too;
+    this is defence in depth. Without `expected` (replies that are our own sanitized copies),
+    nothing is refused here.
+
+    >>> seen = set()
+    >>> [sender_problem(n, seen, {1, 2}) for n in (1, 1, 3)]  # doctest: +NORMALIZE_WHITESPACE
+    [None, 'a second reply from the same node this round',
+     'a reply from a node that was not asked this round']
+    """
+    if expected is None:
+        return None
+    if node in seen:
+        return "a second reply from the same node this round"
+    seen.add(node)
+    if node not in expected:
+        return "a reply from a node that was not asked this round"
+    return None
+
+
 def screen_replies(
     replies: list[Message],
     global_arrays: ArrayRecord,
@@ -266,14 +288,9 @@ def screen_replies(
     seen: set[int] = set()
     for msg in replies:
         node = msg.metadata.src_node_id
-        if expected is not None:  # replies off the grid (not our own sanitized copies)
-            if node in seen:  # Flower's link state refuses these too: defence in depth
-                out.rejected.append((node, "a second reply from the same node this round"))
-                continue
-            seen.add(node)
-            if expected is not None and node not in expected:
-                out.rejected.append((node, "a reply from a node that was not asked this round"))
-                continue
+        if problem := sender_problem(node, seen, expected):
+            out.rejected.append((node, problem))
+            continue
         if msg.has_error():
             out.failed.append((node, str(msg.error.reason)))
             continue

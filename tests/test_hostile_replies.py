@@ -231,6 +231,119 @@ def test_evaluate_replies_are_screened_and_averaged_per_key() -> None:
     assert out["client_eval.acc"] == pytest.approx((7 * 0.5 + 0.9) * 600 / (8 * 600 + 1200))
 
 
+def test_evaluate_replies_from_unasked_nodes_or_twice_from_one_node_are_refused() -> None:
+    """The train path refused both; evaluate replies are screened the same way."""
+    strategy = make("fedavg", **{"federated-eval": True})
+    arrays = ArrayRecord(global_state())
+    list(strategy.configure_train(1, arrays, ConfigRecord(), None))
+    msgs = list(strategy.configure_evaluate(1, arrays, ConfigRecord(), None))
+
+    def ev(acc: float) -> RecordDict:
+        return RecordDict({"metrics": MetricRecord({"acc": acc, "num-examples": 600.0})})
+
+    replies = [reply_to(m, ev(0.5)) for m in msgs[:3]]
+    replies.append(reply_to(msgs[0], ev(0.0)))  # the same node again
+    stranger = reply_to(msgs[4], ev(0.0))
+    stranger.metadata.__dict__["_src_node_id"] = 999  # a node nobody asked
+    replies.append(stranger)
+    out = strategy.aggregate_evaluate(1, replies)
+    reasons = sorted(r for _, r in strategy.last_eval.rejected)
+    assert len(reasons) == 2 and "not asked" in reasons[0] and "second reply" in reasons[1]
+    assert out["client_eval.acc"] == pytest.approx(0.5)
+    assert strategy.last_eval.nodes == [m.metadata.dst_node_id for m in msgs[:3]]
+
+
+def test_a_raising_rule_inside_the_strategy_counts_as_a_refused_aggregate() -> None:
+    strategy = make("fedavg")
+
+    def boom(*args):
+        raise ZeroDivisionError("float division by zero")
+
+    strategy.aggregate_updates = boom
+    arrays, out = one_round(strategy, [plain(s) for s in honest(5)])
+    assert arrays is None and out["aggregate_rejected"] == 1 and out["aggregated_replies"] == 0
+
+
+class _Strategy:
+    """Returns `aggregates` in turn (one per round); screens nothing."""
+
+    def __init__(self, aggregates: list) -> None:
+        from strategies.updates import Screened
+
+        self.aggregates = list(aggregates)
+        self.last_screened = Screened()
+
+    def configure_train(self, *args):
+        return []
+
+    def aggregate_train(self, server_round, replies):
+        return self.aggregates.pop(0), MetricRecord({"aggregated_replies": 1})
+
+    def configure_evaluate(self, *args):
+        return []
+
+
+class _Grid:
+    def push_messages(self, messages):
+        return []
+
+    def pull_messages(self, ids):
+        return []
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.run_dir = None
+
+    def append_round(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+
+@pytest.mark.parametrize("bad", ["nan", "shape"])
+@pytest.mark.parametrize("where", ["global", "counterfactual"])
+def test_the_round_loop_refuses_a_bad_aggregate_and_keeps_the_model(bad: str, where: str):
+    """run_rounds itself (not only Layout) refuses a non-finite or misshapen aggregate, for the
+    global model and for the AEP counterfactual, and counts it."""
+    from types import SimpleNamespace
+
+    from server_app.loop import Counterfactual, run_rounds
+
+    start = ArrayRecord(global_state())
+    good = {k: v + 1 if v.is_floating_point() else v for k, v in global_state().items()}
+    if bad == "nan":
+        broken = {**good, "b": torch.tensor([0.0, float("nan"), 0.0])}
+    else:
+        broken = {**good, "w": torch.zeros(12)}
+    plan = SimpleNamespace(adversarial=False, malicious=[])
+    scenario = SimpleNamespace(plan=lambda r: plan)
+    seen: list[dict] = []
+
+    def evaluator(arrays: ArrayRecord) -> dict[str, float]:
+        seen.append(arrays.to_torch_state_dict())
+        return {"benign_acc": 0.5}
+
+    seq = [ArrayRecord(broken), ArrayRecord(good)]
+    ok = [ArrayRecord(good), ArrayRecord(good)]
+    main = _Strategy(seq if where == "global" else ok)
+    cf = Counterfactual(_Strategy(seq if where == "counterfactual" else ok), start)
+    recorder = _Recorder()
+    final = run_rounds(
+        _Grid(), main, start, num_rounds=2, roster=None, scenario=scenario, evaluator=evaluator,
+        recorder=recorder, counterfactual=cf,
+    )  # fmt: skip
+    rows = recorder.rows
+    key = "aggregate_rejected" if where == "global" else "cf_aggregate_rejected"
+    assert [r[key] for r in rows] == [1, 0]
+    if where == "global":
+        assert [r["model_updated"] for r in rows] == [False, True]
+        assert torch.equal(seen[0]["w"], global_state()["w"])  # round 1: model unchanged
+    else:
+        assert rows[0]["aep_norm"] > 0  # the counterfactual kept the start, the model moved
+        assert torch.isfinite(torch.tensor(rows[0]["aep_norm"]))
+    assert torch.equal(final.to_torch_state_dict()["w"], good["w"])
+
+
 # --------------------------------------------------------------------------- found by red-teaming
 def test_dp_fixed_survives_a_zero_update() -> None:
     """Flower's clip divides by the update norm: one client sending the global back crashed it."""
