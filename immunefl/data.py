@@ -107,11 +107,34 @@ def _load_fmnist(directory: Path) -> tuple[ImageSplit, ImageSplit]:
 
 
 # --------------------------------------------------------------------- CIFAR-10 (pickle batches)
+_ARRAY_GLOBALS = frozenset(
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+     ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}  # fmt: skip
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for data files: dicts, lists, strings, numbers and NumPy arrays only. Any
+    other global (``os.system``, ``builtins.eval``, a class's constructor) is refused, so a
+    crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused '{module}.{name}': a data batch may hold arrays, lists, strings and "
+            "numbers only"
+        )
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python batch: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    """Read one CIFAR-10 python batch: images uint8 (N, 3, 32, 32), labels int64 (N,).
+    Unpickled as data only (`_ArraysOnly`): a crafted batch is refused and runs nothing."""
     with open(path, "rb") as fh:
         try:
-            batch = pickle.load(fh, encoding="latin1")
+            batch = _ArraysOnly(fh, encoding="latin1").load()
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a format error
             raise DataFormatError(f"{path}: not a CIFAR-10 pickle batch ({exc})") from exc
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:

@@ -52,7 +52,8 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
         "gauge", "Malicious updates that reached the aggregation rule in the last round "
         "(0 in an adversarial round: the attack was not delivered).", "malicious_aggregated"),
     "immunefl_aggregate_rejected": (
-        "gauge", "1 when the last round's aggregate was refused (not a finite model).",
+        "gauge", "1 when the last round's aggregate was refused (not a finite model of the "
+        "broadcast shapes, or the rule raised).",
         "aggregate_rejected"),
     "immunefl_weight_capped": (
         "gauge", "Replies of the last round whose claimed example count was capped.",

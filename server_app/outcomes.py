@@ -97,7 +97,13 @@ def run_status(rows: Sequence[Mapping[str, Any]], num_rounds: int) -> dict[str, 
     not_updated = [int(r["round"]) for r in rows if not r.get("model_updated")]
     totals = {
         f"{key}_total": int(sum(int(r.get(key) or 0) for r in rows))
-        for key in ("failed_replies", "rejected_replies", "weight_capped", "aggregate_rejected")
+        for key in (
+            "failed_replies",
+            "rejected_replies",
+            "weight_capped",
+            "aggregate_rejected",
+            "cf_aggregate_rejected",
+        )
     }
     if not rows or len(not_updated) == len(rows):
         status = "failed"

@@ -185,7 +185,7 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         except Exception as exc:  # noqa: BLE001 - e.g. Flower's clip divides by a zero norm
             log(WARNING, "round %d skipped: dp-fixed failed (%s: %s); global model unchanged",
                 server_round, type(exc).__name__, exc)  # fmt: skip
-            arrays, metrics = None, MetricRecord({})
+            arrays, metrics = None, MetricRecord({"aggregate_rejected": 1})
         finally:
             self.strategy.resubmission = False
         self.strategy.last_screened = screened  # the inner strategy screened the clean copies

@@ -91,6 +91,28 @@ def test_cifar_batch_format_errors(tmp_path: Path) -> None:
         read_cifar_batch(p)
 
 
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    """CIFAR-10's python batches are pickles; a crafted one must not run code (issue 14)."""
+    import os
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    p = tmp_path / "data_batch_1"
+    with open(p, "wb") as fh:
+        pickle.dump({"data": Evil(), "labels": [0]}, fh)
+    with pytest.raises(DataFormatError, match="refused 'posix.system'|refused 'os.system'"):
+        read_cifar_batch(p)
+    assert not marker.exists()
+    with open(p, "wb") as fh:  # a real batch, pickled with protocol 2 like the original files
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, fh, protocol=2)
+    images, labels = read_cifar_batch(p)
+    assert images.shape == (2, 3, 32, 32) and labels.tolist() == [0, 1]
+
+
 def test_missing_dataset_message_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

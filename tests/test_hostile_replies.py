@@ -277,7 +277,10 @@ class _Strategy:
         return []
 
     def aggregate_train(self, server_round, replies):
-        return self.aggregates.pop(0), MetricRecord({"aggregated_replies": 1})
+        new = self.aggregates.pop(0)
+        if new is None:  # what a strategy whose rule raised returns
+            return None, MetricRecord({"aggregated_replies": 0, "aggregate_rejected": 1})
+        return new, MetricRecord({"aggregated_replies": 1})
 
     def configure_evaluate(self, *args):
         return []
@@ -300,7 +303,7 @@ class _Recorder:
         self.rows.append(dict(row))
 
 
-@pytest.mark.parametrize("bad", ["nan", "shape"])
+@pytest.mark.parametrize("bad", ["nan", "shape", "raised"])
 @pytest.mark.parametrize("where", ["global", "counterfactual"])
 def test_the_round_loop_refuses_a_bad_aggregate_and_keeps_the_model(bad: str, where: str):
     """run_rounds itself (not only Layout) refuses a non-finite or misshapen aggregate, for the
@@ -313,8 +316,10 @@ def test_the_round_loop_refuses_a_bad_aggregate_and_keeps_the_model(bad: str, wh
     good = {k: v + 1 if v.is_floating_point() else v for k, v in global_state().items()}
     if bad == "nan":
         broken = {**good, "b": torch.tensor([0.0, float("nan"), 0.0])}
-    else:
+    elif bad == "shape":
         broken = {**good, "w": torch.zeros(12)}
+    else:
+        broken = None
     plan = SimpleNamespace(adversarial=False, malicious=[])
     scenario = SimpleNamespace(plan=lambda r: plan)
     seen: list[dict] = []
@@ -323,7 +328,7 @@ def test_the_round_loop_refuses_a_bad_aggregate_and_keeps_the_model(bad: str, wh
         seen.append(arrays.to_torch_state_dict())
         return {"benign_acc": 0.5}
 
-    seq = [ArrayRecord(broken), ArrayRecord(good)]
+    seq = [None if broken is None else ArrayRecord(broken), ArrayRecord(good)]
     ok = [ArrayRecord(good), ArrayRecord(good)]
     main = _Strategy(seq if where == "global" else ok)
     cf = Counterfactual(_Strategy(seq if where == "counterfactual" else ok), start)
@@ -353,6 +358,19 @@ def test_dp_fixed_survives_a_zero_update() -> None:
     assert out["rejected_replies"] == 0  # no crash; the round is either aggregated or skipped
     if arrays is None:
         assert out["aggregated_replies"] == 0
+    assert out.get("aggregate_rejected", 0) == (arrays is None)
+
+
+def test_a_failing_dp_fixed_step_counts_as_a_refused_aggregate(monkeypatch) -> None:
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping as Flower
+
+    def boom(self, server_round, replies):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(Flower, "aggregate_train", boom)
+    strategy = make("dp-fixed", **{"dp-noise-multiplier": 0.0, "dp-clip": 1.0})
+    arrays, out = one_round(strategy, [plain(s) for s in honest(5)])
+    assert arrays is None and out["aggregate_rejected"] == 1 and out["aggregated_replies"] == 0
 
 
 @pytest.mark.parametrize("name", ["krum", "multikrum", "bulyan"])
