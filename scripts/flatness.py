@@ -176,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.points < 2 or args.max_distance <= 0:
         p.error("--points must be >= 2 and --max-distance > 0")
+    if not 0 <= args.target < 10:
+        p.error(f"--target must be a Fashion-MNIST class in [0, 10), got {args.target}")
+    if not 1 <= args.trigger_size <= 26:
+        p.error(f"--trigger-size must be in [1, 26], got {args.trigger_size}")
+    if args.epochs < 1 or args.batch_size < 1 or args.benign_test < 1 or args.lr <= 0:
+        p.error("--epochs, --batch-size and --benign-test must be >= 1, --lr > 0")
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     torch.set_num_threads(args.threads)
     step = args.max_distance / (args.points - 1)
     args.distances = [round(step * i, 6) for i in range(args.points)]
