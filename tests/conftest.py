@@ -79,3 +79,14 @@ def typed_config(**overrides) -> RunConfig:
     range-checked, since component tests build edge cases on purpose."""
     schema = load_schema()
     return RunConfig.typed({**schema, **overrides}, schema)
+
+
+def load_script(name: str):
+    """A module from ``scripts/<name>.py`` (scripts are not a package), loaded for its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

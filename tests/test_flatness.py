@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from immunefl.flatness import loss_gradient, losses_along, unit
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("flatness_script", ROOT / "scripts/flatness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_walking_down_the_unit_gradient_of_a_quadratic_follows_the_closed_form() -> None:
@@ -56,7 +45,7 @@ def test_loss_gradient_matches_finite_differences() -> None:
 
 
 def test_summary_reports_the_first_distance_each_success_level_is_reached() -> None:
-    script = _script()
+    script = load_script("flatness")
     distances = [0.0, 0.1, 0.2, 0.3]
 
     def row(benign_loss, acc, edge_asr, pixel_asr):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("sens", ROOT / "scripts/sensitivity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def _run(root: Path, name: str, config: dict, asr: list[float], acc: float) -> None:
@@ -27,7 +19,7 @@ def _run(root: Path, name: str, config: dict, asr: list[float], acc: float) -> N
 
 
 def test_groups_by_the_value_filters_and_averages_over_seeds(tmp_path: Path, capsys) -> None:
-    s = _script()
+    s = load_script("sensitivity")
     base = {"strategy": "invariant", "invariant-alpha": 0.25, "attack-collude": False}
     _run(tmp_path, "a-seed0", {**base, "seed": 0, "invariant-tau": 0.1}, [0.9, 0.5, 0.3], 0.7)
     _run(tmp_path, "a-seed1", {**base, "seed": 1, "invariant-tau": 0.1}, [0.9, 0.7, 0.5], 0.8)
@@ -44,7 +36,7 @@ def test_groups_by_the_value_filters_and_averages_over_seeds(tmp_path: Path, cap
 
 
 def test_an_unknown_key_or_a_seed_twice_is_an_error(tmp_path: Path) -> None:
-    s = _script()
+    s = load_script("sensitivity")
     cfg = {"strategy": "invariant", "seed": 0, "invariant-tau": 0.1}
     _run(tmp_path, "a", cfg, [0.5], 0.5)
     _run(tmp_path, "b", cfg, [0.5], 0.5)
