@@ -269,7 +269,8 @@ def _metric_after(run: Run, offset: int) -> float | None:
 
 def regime_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:
     """The regime map: attack mitigation rounds and mis_conf 1/3/5 rounds after the attack vs
-    local SGD steps per round, one curve per defense, mean +- sd over seeds."""
+    local SGD steps per round, one curve per defense; mitigation rounds are mean +- sample sd
+    over seeds (a never-mitigated run counts N + 1), mis_conf the mean over seeds."""
     by_defense: dict[str, dict[float, list[Run]]] = {}
     for run in runs:
         steps = round(local_steps(run))
@@ -281,13 +282,14 @@ def regime_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, 
     data: dict[str, Any] = {}
     for label, points in by_defense.items():
         xs = sorted(points)
-        mit = [[_mitigation(m)[0] for m in points[x]] for x in xs]
-        mean = [statistics.fmean(v) for v in mit if None not in v]
-        sd = [statistics.pstdev(v) for v in mit if None not in v]
+        mit = {x: [_mitigation(m)[0] for m in points[x]] for x in xs}
+        mx = [x for x in xs if None not in mit[x]]  # step counts where every run has a value
+        mean = [statistics.fmean(mit[x]) for x in mx]
+        sd = [statistics.stdev(mit[x]) if len(mit[x]) > 1 else 0.0 for x in mx]  # sample sd
         st = styles[label]
-        left.errorbar(xs[: len(mean)], mean, yerr=sd, marker="o", capsize=3, label=label,
+        left.errorbar(mx, mean, yerr=sd, marker="o", capsize=3, label=label,
                       color=st["color"], linestyle=st["linestyle"])  # fmt: skip
-        entry = {"steps": xs, "mitigation": mean, "mitigation_sd": sd}
+        entry = {"steps": xs, "mitigation_steps": mx, "mitigation": mean, "mitigation_sd": sd}
         for offset, marker in ((1, "o"), (3, "s"), (5, "^")):
             vals = [[_metric_after(m, offset) for m in points[x]] for x in xs]
             ys = [statistics.fmean(v) if None not in v else float("nan") for v in vals]

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from immunefl.plots import defense_label, delivery_note, group_runs
+from immunefl.plots import defense_label, delivery_note, group_runs, local_steps
 
 
 def load_runs(roots: Iterable[Path]) -> list[dict[str, Any]]:
@@ -126,6 +126,68 @@ def continuous_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mitigation_cell(members: list[dict[str, Any]]) -> str:
+    """Mean +- sd of the first attack's mitigation rounds over seeds, a never-mitigated run
+    (``>N``) counted as N + 1, then each seed's value.
+
+    >>> _mitigation_cell([{"summary": {"mitigation_rounds": {"5": 2}}, "config": {"seed": 0}},
+    ...                   {"summary": {"mitigation_rounds": {"5": ">10"}}, "config": {"seed": 1}}])
+    '6.500 +- 6.364 (2, >10)'
+    """
+    raw = [next(iter((m["summary"].get("mitigation_rounds") or {}).values()), None)
+           for m in sorted(members, key=lambda m: m["config"]["seed"])]  # fmt: skip
+    if None in raw:
+        return "-"
+    nums = [int(v[1:]) + 1 if isinstance(v, str) else int(v) for v in raw]
+    return f"{_mean_sd(nums)} ({', '.join(str(v) for v in raw)})"
+
+
+def regime_table(runs: list[dict[str, Any]]) -> str:
+    """The regime map as a table: per defense and local SGD steps per round, the first attack's
+    mitigation rounds and the attack metric at the attack and 1/3/5 rounds after it, and the
+    final benign accuracy, each mean +- sd over the seeds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        key = (defense_label(run["config"]), round(local_steps(run)))
+        groups.setdefault(key, []).append(run)
+    lines = ["| defense | local steps | seeds | mitigation rounds (per seed) | metric @adv "
+             "| @adv+1 | @adv+3 | @adv+5 | final acc |", "|" + " --- |" * 9]  # fmt: skip
+    for (label, steps), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = []
+        for offset in (0, 1, 3, 5):
+            vals = [_after(m, offset) for m in members]
+            cells.append(_mean_sd([v for v in vals if v is not None]) if None not in vals else "-")
+        accs = [m["summary"]["final_benign_acc"] for m in members]
+        lines.append(
+            f"| {label}{delivery_note(members)} | {steps} | {len(members)} "
+            f"| {_mitigation_cell(members)} | {' | '.join(cells)} | {_mean_sd(accs)} |"
+        )
+    return "\n".join(lines)
+
+
+def aep_table(runs: list[dict[str, Any]]) -> str:
+    """AEP ``||W_t(S) - W_t(S minus M)||`` (FL-WBC Def. 1; runs with ``track-aep``) per group:
+    at the first attack, 1/3/5 rounds after it and at the end, mean +- sd over seeds, and the
+    end's share of the value at the attack (FL-WBC's claim: it decays with the defense)."""
+    lines = ["| defense | seeds | AEP @adv | @adv+1 | @adv+3 | @adv+5 | @end | end / adv |",
+             "|" + " --- |" * 8]  # fmt: skip
+    for label, members in group_runs(runs).items():
+        cols: list[list[float]] = [[], [], [], [], []]
+        for m in members:
+            adv = (m["summary"].get("adversarial_rounds") or [None])[0]
+            by_round = {r["round"]: r["aep_norm"] for r in m["rows"]}
+            last = m["rows"][-1]["round"]
+            for i, rnd in enumerate((adv, adv + 1, adv + 3, adv + 5, last) if adv else ()):
+                if rnd in by_round:
+                    cols[i].append(float(by_round[rnd]))
+        cells = [_mean_sd(c) if len(c) == len(members) else "-" for c in cols]
+        ratio = ([e / a for a, e in zip(cols[0], cols[4], strict=True) if a > 0]
+                 if len(cols[0]) == len(cols[4]) == len(members) else [])  # fmt: skip
+        lines.append(f"| {label} | {len(members)} | {' | '.join(cells)} "
+                     f"| {_mean_sd(ratio) if ratio else '-'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _experiment_name(root: Path) -> str:
     return Path(root).resolve().name
 
@@ -159,6 +221,13 @@ def experiment_report(root: Path, out_dir: Path | None) -> str:
             parts += [f"![{kind}]({png.name})", ""]
     if all(r["config"].get("attack-mode") == "continuous" for r in runs):
         parts += [continuous_table(runs), ""]
+    if len({(r["config"]["local-epochs"], r["config"]["batch-size"]) for r in runs}) > 1:
+        try:
+            parts += [regime_table(runs), ""]
+        except ValueError as e:  # a run without client.steps: say so, draw the rest
+            parts += [f"(no regime table: {e})", ""]
+    if all("aep_norm" in r["rows"][0] for r in runs):
+        parts += [aep_table(runs), ""]
     parts += [group_table(runs), "", run_table(runs), ""]
     return "\n".join(parts)
 

@@ -191,6 +191,94 @@ def test_regime_map_puts_each_defense_on_the_local_steps_axis(tmp_path: Path) ->
     assert "regime" in [k for k, _ in write_figures(runs, "x", tmp_path / "figs")]
 
 
+def _regime_run(
+    root: Path,
+    defense: str,
+    e: int,
+    b: int,
+    steps: int,
+    seed: int,
+    confs: list[float],
+    aep: list[float] | None = None,
+) -> None:
+    name = f"{defense}-{steps}-s{seed}"
+    config = {**load_schema(), "run-name": name, "seed": seed, "attack": "targeted",
+              "adv-rounds": "2", "client-defense": defense, "local-epochs": e,
+              "batch-size": b}  # fmt: skip
+    rec = RunRecorder(root / name)
+    rec.write_config(config)
+    for r, c in enumerate(confs, start=1):
+        row = {"round": r, "adversarial": r == 2, "benign_acc": 0.5 + 0.1 * seed,
+               "benign_loss": 1.0, "mis_conf": c, "round_seconds": 1.0,
+               "client.steps": float(steps), "malicious_aggregated": 1}  # fmt: skip
+        if aep is not None:
+            row["aep_norm"] = aep[r - 1]
+        rec.append_round(row)
+    summary = summarize(rec.rows, 5.0)
+    summary.update(attack_summary(rec.rows, typed_config(**config), [2]))
+    rec.write_summary(summary)
+
+
+def test_regime_table_gives_mean_and_sample_sd_over_seeds_per_step_count(tmp_path: Path) -> None:
+    from immunefl import plots
+    from immunefl.report import load_runs, regime_table
+
+    # FL-WBC at 600 steps: mitigated after 1 round (seed 0) and 3 rounds (seed 1)
+    _regime_run(tmp_path, "wbc", 10, 10, 600, 0, [0.1, 1.0, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1])
+    _regime_run(tmp_path, "wbc", 10, 10, 600, 1, [0.1, 1.0, 0.9, 0.8, 0.2, 0.1, 0.1, 0.1])
+    # FedAvg at 19 steps: never mitigated in 6 rounds after the attack (counted as 7)
+    for seed in (0, 1):
+        _regime_run(tmp_path, "none", 1, 32, 19, seed, [0.1, 1.0, 0.9, 0.9, 0.8, 0.8, 0.7, 0.7])
+    _regime_run(tmp_path, "wbc", 1, 32, 19, 0, [0.1, 1.0, 0.9, 0.9, 0.8, 0.8, 0.7, 0.7])
+    runs = load_runs([tmp_path])
+    table = regime_table(runs)
+    # mean 2, sample sd sqrt(2) = 1.414 (population sd would be 1.000)
+    assert "| FL-WBC s=0.4 | 600 | 2 | 2.000 +- 1.414 (1, 3) | 1.000 +- 0.000 " in table
+    assert "| 0.600 +- 0.424 | 0.150 +- 0.071 | 0.100 +- 0.000 | 0.550 +- 0.071 |" in table
+    assert "| FedAvg | 19 | 2 | 7.000 +- 0.000 (>6, >6) |" in table
+    assert table.index("| FedAvg | 19 ") < table.index("| FL-WBC s=0.4 | 600 ")  # by steps
+    _, data = plots.regime_figure(runs)
+    assert data["FL-WBC s=0.4"]["mitigation_sd"] == [0.0, pytest.approx(2**0.5)]
+    assert "| local steps |" in report([tmp_path])
+
+
+def test_regime_figure_keeps_each_mean_at_its_own_step_count(tmp_path: Path) -> None:
+    """A step count whose runs have no mitigation value is left out of the left panel without
+    shifting the later points onto its x."""
+    import json
+
+    from immunefl import plots
+    from immunefl.report import load_runs
+
+    _regime_run(tmp_path, "wbc", 1, 32, 19, 0, [0.1, 1.0, 0.3, 0.1])
+    _regime_run(tmp_path, "wbc", 2, 10, 120, 0, [0.1, 1.0, 0.3, 0.1])
+    _regime_run(tmp_path, "wbc", 10, 10, 600, 0, [0.1, 1.0, 0.9, 0.1])
+    summary = tmp_path / "wbc-120-s0" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["mitigation_rounds"] = {}
+    summary.write_text(json.dumps(data))
+    _, fig_data = plots.regime_figure(load_runs([tmp_path]))
+    entry = fig_data["FL-WBC s=0.4"]
+    assert entry["mitigation_steps"] == [19, 600]
+    assert entry["mitigation"] == [1.0, 2.0]
+
+
+def test_aep_table_reports_the_decay_after_the_attack(tmp_path: Path) -> None:
+    from immunefl.report import aep_table, load_runs
+
+    confs = [0.1, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1]
+    _regime_run(tmp_path, "none", 1, 32, 19, 0, confs, aep=[0, 2, 2, 2, 2, 2, 2, 1.8])
+    _regime_run(tmp_path, "none", 1, 32, 19, 1, confs, aep=[0, 4, 4, 4, 4, 4, 4, 4.0])
+    _regime_run(tmp_path, "wbc", 1, 32, 19, 0, confs, aep=[0, 2, 1, 1, 0.5, 0.5, 0.5, 0.2])
+    table = aep_table(load_runs([tmp_path]))
+    # FedAvg: at the attack 2 and 4 -> 3 +- 1.414; end / adv 0.9 and 1.0
+    assert "| FedAvg | 2 | 3.000 +- 1.414 | 3.000 +- 1.414 " in table
+    assert "| 2.900 +- 1.556 | 0.950 +- 0.071 |" in table
+    assert "| FL-WBC s=0.4 | 1 | 2.000 +- 0.000 | 1.000 +- 0.000 | 0.500 +- 0.000 " in table
+    assert table.rstrip().endswith("| 0.200 +- 0.000 | 0.100 +- 0.000 |")
+    assert "| AEP @adv |" in report([tmp_path])
+
+
 def _continuous(root: Path, name: str, seed: int, asr: list[float], **cfg) -> None:
     config = {**load_schema(), "run-name": name, "seed": seed, "attack": "edge-case",
               "attack-mode": "continuous", **cfg}  # fmt: skip
