@@ -157,12 +157,17 @@ def whoami(msg: Message, context: Context) -> Message:
     cfg = RunConfig.from_mapping(context.run_config)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     _, indices = node_data(identity, cfg)
+    size = int(indices.numel())
+    if identity.role == "malicious" and cfg.attack != "none":
+        # a weight-boosting attacker lies here already: the server caps later claims by this
+        # report, so only an inconsistent liar is caught by it (the ratio cap still binds)
+        size = int(round(claimed_examples(cfg, size)))
     info = ConfigRecord(
         {
             M.PARTITION_ID: identity.partition_id,
             M.NUM_PARTITIONS: identity.num_partitions,
             M.ROLE: identity.role,
-            M.WEIGHT: int(indices.numel()),  # the server caps later weight claims by it
+            M.WEIGHT: size,  # the server caps later weight claims by it
         }
     )
     return Message(RecordDict({M.WHOAMI: info}), reply_to=msg)

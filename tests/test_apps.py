@@ -82,6 +82,16 @@ def test_whoami_reports_identity_and_role() -> None:
                           "num-examples": 600}  # fmt: skip
     ctx = _context({"partition-id": 4, "num-partitions": 100, "role": "malicious"})
     assert whoami(msg, ctx).content["whoami"]["role"] == "malicious"
+    assert whoami(msg, ctx).content["whoami"]["num-examples"] == 600  # no attack configured
+    # a weight-boosting attacker (the FL-WBC authors' mal_boost) claims its boosted size from
+    # discovery on, so the discovery cap does not undo its boost; a scaling attacker does not
+    weight = {"attack": "targeted", "attack-boost-mode": "weight", "attack-boost": 5.0,
+              "num-malicious": 5, "adv-rounds": "2"}  # fmt: skip
+    boosted = _context({"partition-id": 4, "num-partitions": 100, "role": "malicious"}, **weight)
+    assert whoami(msg, boosted).content["whoami"]["num-examples"] == 3000
+    scaled = _context({"partition-id": 4, "num-partitions": 100, "role": "malicious"},
+                      **{**weight, "attack-boost-mode": "scale"})  # fmt: skip
+    assert whoami(msg, scaled).content["whoami"]["num-examples"] == 600
 
 
 @pytest.mark.parametrize(
