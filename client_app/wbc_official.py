@@ -17,10 +17,11 @@ it estimates and where it perturbs. Each choice below follows that source:
   gradient is recorded after every step and starts afresh each epoch (``old_gradient = {}`` at
   the top of the epoch loop).
 
-Its other settings are run-config values (`configs/fl-wbc-official.yaml`): E = 10, B = 10,
-lr 0.01, momentum 0.5 (``src/options.py``). Not copied: the code trains on 80% of each
-partition (a train/validation/test split of the client's data); ours trains on all of it.
-Noise comes from the defense's own seeded stream, as for Algorithm 1.
+Its other settings are run-config values (the ``official`` presets of
+``configs/fl-wbc-*-fmnist.yaml``): E = 10, B = 10, lr 0.01, momentum 0.5 (``src/options.py``).
+Not copied: the code trains on 80% of each partition (a train/validation/test split of the
+client's data); ours trains on all of it. Noise comes from the defense's own seeded stream, as
+for Algorithm 1.
 """
 
 from __future__ import annotations
