@@ -93,7 +93,12 @@ def claimed_examples(config: RunConfig, num_examples: int) -> float:
     """The ``num-examples`` a malicious node claims: its own count, times ``attack-boost`` with
     ``attack-boost-mode = weight`` (the FL-WBC authors' ``mal_boost``: the attacker weighs
     ``boost`` honest clients in the average; the server's weight cap, `weight-cap-ratio`,
-    limits what such a claim can win)."""
+    limits what such a claim can win). The node reports the same boosted count at discovery
+    (`client_app.app.whoami`), so the server's discovery cap does not undo it.
+
+    One difference from the authors' code (``src/fedavg.py``): when the attacker is sampled,
+    it also gives ``mal_boost - 1`` benign clients weight 0, so the attacker holds half of the
+    average (5 of 10); here every benign reply stays in, so it holds 5 of 14."""
     if config.attack_boost_mode == "weight":
         return float(num_examples) * config.attack_boost
     return float(num_examples)
