@@ -253,7 +253,8 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
     )  # fmt: skip
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "res" / "sw" / "sw-accuracy.png").exists()
-    assert "| FL-WBC s=0.0 | iid | 1 |" in rep.stdout and "| FL-WBC s=0.4 | iid | 1 |" in rep.stdout
+    assert "| FedAvg (FL-WBC s=0: no noise) | iid | 1 |" in rep.stdout
+    assert "| FL-WBC s=0.4 | iid | 1 |" in rep.stdout
 
 
 def test_parallel_sweep_runs_points_at_once_on_separate_superlinks(

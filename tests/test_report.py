@@ -103,6 +103,17 @@ def test_defense_parameters_never_merge_groups(tmp_path: Path) -> None:
     assert "| invariant tau=0.2 alpha=0.25 | iid | 1 |" in table
 
 
+def test_fl_wbc_without_noise_is_labelled_as_the_rule_it_runs() -> None:
+    from immunefl.plots import defense_label
+
+    base = {**load_schema(), "client-defense": "wbc"}
+    assert defense_label({**base, "wbc-s": 0.0}) == "FedAvg (FL-WBC s=0: no noise)"
+    assert defense_label({**base, "wbc-s": 0.4}) == "FL-WBC s=0.4"
+    median = {**base, "strategy": "median"}
+    assert defense_label({**median, "wbc-s": 0.4}) == "CMA (median) + FL-WBC s=0.4"
+    assert defense_label({**median, "wbc-s": 0}) == "CMA (median) (FL-WBC s=0: no noise)"
+
+
 def test_runs_whose_attack_was_not_delivered_are_marked_everywhere(tmp_path: Path) -> None:
     from immunefl import plots
     from immunefl.report import load_runs
