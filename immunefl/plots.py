@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after selecting the backend
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 Run = dict[str, Any]
 # keys that identify a curve besides the defense; shown in labels only when they vary
@@ -299,8 +299,11 @@ def regime_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, 
                        label=f"{label}, +{offset}")  # fmt: skip
             entry[f"mis_conf+{offset}"] = ys
         data[label] = entry
+    all_steps = sorted({x for points in by_defense.values() for x in points})
     for ax in (left, right):
         ax.set_xscale("log")
+        ax.set_xticks(all_steps, [str(x) for x in all_steps])  # the measured step counts
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("local SGD steps per round (E x |D_k| / B)")
         ax.grid(alpha=0.3)
     left.set_ylabel("attack mitigation rounds (> N drawn at N + 1)")
