@@ -163,19 +163,24 @@ def attack_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, 
     return fig, data
 
 
+def mitigation_number(value: int | str) -> int:
+    """One attack's mitigation rounds as a number: ``">N"`` (never mitigated) counts as N + 1.
+
+    >>> mitigation_number(3), mitigation_number(">10")
+    (3, 11)
+    """
+    if isinstance(value, str) and value.startswith(">"):
+        return int(value[1:]) + 1
+    return int(value)
+
+
 def _mitigation(run: Run) -> tuple[float | None, bool]:
     """Mean attack mitigation rounds of one run and whether any attack was never mitigated."""
     values = list((run["summary"].get("mitigation_rounds") or {}).values())
     if not values:
         return None, False
-    nums, censored = [], False
-    for v in values:
-        if isinstance(v, str) and v.startswith(">"):
-            nums.append(int(v[1:]) + 1)
-            censored = True
-        else:
-            nums.append(int(v))
-    return statistics.fmean(nums), censored
+    censored = any(isinstance(v, str) and v.startswith(">") for v in values)
+    return statistics.fmean(mitigation_number(v) for v in values), censored
 
 
 def tradeoff_figure(runs: Sequence[Run], title: str = "") -> tuple[Any, dict[str, Any]]:

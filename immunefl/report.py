@@ -18,7 +18,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from immunefl.plots import defense_label, delivery_note, group_runs, local_steps
+from immunefl.plots import (
+    defense_label,
+    delivery_note,
+    group_runs,
+    local_steps,
+    mitigation_number,
+)
 
 
 def load_runs(roots: Iterable[Path]) -> list[dict[str, Any]]:
@@ -138,7 +144,7 @@ def _mitigation_cell(members: list[dict[str, Any]]) -> str:
            for m in sorted(members, key=lambda m: m["config"]["seed"])]  # fmt: skip
     if None in raw:
         return "-"
-    nums = [int(v[1:]) + 1 if isinstance(v, str) else int(v) for v in raw]
+    nums = [mitigation_number(v) for v in raw]
     return f"{_mean_sd(nums)} ({', '.join(str(v) for v in raw)})"
 
 
