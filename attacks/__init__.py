@@ -28,7 +28,7 @@ from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 ROLES = ("benign", "malicious")
 

@@ -18,7 +18,7 @@ from statistics import NormalDist
 import torch
 
 from attacks.base import Attack, AttackContext, State, state_from_update
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 
 def alie_z(n: int, m: int) -> float:

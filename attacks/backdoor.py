@@ -24,7 +24,7 @@ import torch
 
 from attacks.base import Attack, AttackContext, State, boost
 from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
 EDGE_CASE_SOURCES = ("file", "digits")

@@ -1,5 +1,5 @@
 """What every attack shares: the `Attack` interface, the context a malicious node acts in,
-and update arithmetic (the state <-> update vector conversion itself is `immunefl.statevec`,
+and update arithmetic (the state <-> update vector conversion itself is `task.statevec`,
 re-exported here).
 
 An attack is a subclass of `Attack` with three hooks: ``config_problems(config)`` (every problem
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from immunefl.data import Dataset
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import torch_generator
-from immunefl.statevec import State, flatten_update, float_keys, state_from_update
-from immunefl.training import BatchTransform, LossFn, TrainResult, train_sgd
+from task.data import Dataset
+from task.runconfig import RunConfig
+from task.seeding import torch_generator
+from task.statevec import State, flatten_update, float_keys, state_from_update
+from task.training import BatchTransform, LossFn, TrainResult, train_sgd
 
 __all__ = ["Attack", "AttackContext", "State", "boost", "flatten_update", "float_keys",
            "state_from_update"]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 
 def gaussian_update(d: int, std: float, generator: torch.Generator) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, AttackContext, State, state_from_update
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 
 def ipm_update(benign: torch.Tensor, epsilon: float) -> torch.Tensor:

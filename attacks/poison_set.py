@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from immunefl.data import Dataset
-from immunefl.seeding import torch_generator
+from task.data import Dataset
+from task.seeding import torch_generator
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from torch.nn import functional as F
 
 from attacks.base import Attack, AttackContext, State, boost
 from attacks.poison_set import poison_set
-from immunefl.runconfig import RunConfig
-from immunefl.training import train_sgd
+from task.runconfig import RunConfig
+from task.training import train_sgd
 
 OBJECTIVES = ("eq3", "poison-only")
 

@@ -47,7 +47,7 @@ def worker(method: str, repeat: int) -> dict:
     import numpy as np
     import torch
 
-    from immunefl.models import build_model
+    from task.models import build_model
 
     torch.manual_seed(0)
     shapes = [tuple(p.shape) for p in build_model("resnet18", "cifar10").parameters()]

@@ -2,7 +2,7 @@
 
 Evaluates the paper's FMNIST CNN on the 10,000 real test images (all cores, as the ServerApp
 does), each variant in a fresh process: the old setting (batches of 1000, glibc defaults), the
-new batch size alone, and the new batch size with `immunefl.allocator.configure_allocator`
+new batch size alone, and the new batch size with `task.allocator.configure_allocator`
 (what the ServerApp, the ClientApp and the benchmarks' plain loop now do). Prints the median
 seconds per pass, the system (kernel) time and minor page faults per pass, and the speed-up
 against the old setting measured in the same invocation.
@@ -24,10 +24,10 @@ PASS = """
 import json, resource, statistics, sys, time
 sys.path.insert(0, {root!r})
 import torch
-from immunefl.allocator import configure_allocator
-from immunefl.data import load_dataset
-from immunefl.models import init_model
-from immunefl.training import evaluate
+from task.allocator import configure_allocator
+from task.data import load_dataset
+from task.models import init_model
+from task.training import evaluate
 if {allocator}:
     assert configure_allocator()
 ds = load_dataset("fmnist")

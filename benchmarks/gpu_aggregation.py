@@ -71,7 +71,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from immunefl.models import build_model
+    from task.models import build_model
 
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to compare", file=sys.stderr)

@@ -104,13 +104,13 @@ class Baseline:
         t_start = time.perf_counter()
         import torch
 
-        from immunefl.allocator import configure_allocator
-        from immunefl.data import load_dataset
-        from immunefl.models import build_model, init_model
-        from immunefl.partition import cached_partitions
-        from immunefl.seeding import torch_generator
-        from immunefl.training import evaluate, train_sgd
         from server_app.sampling import sample_partitions
+        from task.allocator import configure_allocator
+        from task.data import load_dataset
+        from task.models import build_model, init_model
+        from task.partition import cached_partitions
+        from task.seeding import torch_generator
+        from task.training import evaluate, train_sgd
 
         configure_allocator()  # the process set-up the ServerApp and ClientApp do
         torch.set_num_threads(os.cpu_count() or 1)

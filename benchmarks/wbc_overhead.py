@@ -35,10 +35,10 @@ def main() -> None:
 
     from client_app.wbc import FLWBC
     from client_app.wbc_official import OfficialWBC
-    from immunefl.data import load_dataset
-    from immunefl.models import init_model
-    from immunefl.seeding import torch_generator
-    from immunefl.training import resolve_device, train_sgd
+    from task.data import load_dataset
+    from task.models import init_model
+    from task.seeding import torch_generator
+    from task.training import resolve_device, train_sgd
 
     torch.set_num_threads(1)
     device = resolve_device(args.device)

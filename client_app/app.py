@@ -10,7 +10,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from attacks import AttackContext, claimed_examples, craft_malicious
+from attacks import AttackContext, attack_problems, claimed_examples, craft_malicious
 from client_app.defense import release_state, training_hooks
 from client_app.faults import (
     ClientAppError,
@@ -25,20 +25,23 @@ from client_app.node import (
     node_data,
     prepare_process,
 )
-from immunefl import messages as M
-from immunefl.faultspec import parse_faults
-from immunefl.models import build_model
-from immunefl.roles import malicious_partitions
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import torch_generator
-from immunefl.training import evaluate as evaluate_model
-from immunefl.training import resolve_device, train_sgd
+from task import messages as M
+from task.faultspec import parse_faults
+from task.models import build_model
+from task.roles import malicious_partitions
+from task.runconfig import RunConfig
+from task.seeding import torch_generator
+from task.training import evaluate as evaluate_model
+from task.training import resolve_device, train_sgd
 
 app = ClientApp()
 
+#: a node checks the task's keys and the attack's (the rule is the ServerApp's business)
+CHECKS = (attack_problems,)
+
 
 def _model_from(msg: Message, context: Context):
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
     model = build_model(cfg.model, cfg.dataset)
     model.load_state_dict(msg.content[M.ARRAYS].to_torch_state_dict())
     return model
@@ -66,7 +69,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
     prepare_process()
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     device = resolve_device(cfg.device)
@@ -136,7 +139,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
     prepare_process()
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     model = _model_from(msg, context)
@@ -154,7 +157,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 @_reported
 def whoami(msg: Message, context: Context) -> Message:
     """Report this node's partition and role (the server cannot read node configs)."""
-    cfg = RunConfig.from_mapping(context.run_config)
+    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     _, indices = node_data(identity, cfg)
     size = int(indices.numel())

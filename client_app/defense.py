@@ -21,8 +21,8 @@ from torch import nn
 from client_app.ldp import ldp_release
 from client_app.wbc import FLWBC
 from client_app.wbc_official import OfficialWBC
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import torch_generator
+from task.runconfig import RunConfig
+from task.seeding import torch_generator
 
 
 def _generator(cfg: RunConfig, stream: str, server_round: int, pid: int, model: nn.Module):

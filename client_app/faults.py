@@ -25,13 +25,13 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-from immunefl import messages as M
+from task import messages as M
+from task.faultspec import INJECTED
 
-if TYPE_CHECKING:  # imported by the ClientApp only; the kinds and parser: immunefl.faultspec
+if TYPE_CHECKING:  # imported by the ClientApp only; the kinds and parser: task.faultspec
     import torch
     from flwr.app import MetricRecord, RecordDict
 
-INJECTED = "[injected fault]"
 #: Keys of the server's own round bookkeeping that the ``metrics`` fault forges.
 FORGED_METRICS = {"round": 1.0, "adversarial": 0.0, "rejected_replies": -100.0,
                   "failed_replies": -5.0, "model_updated": 0.0}  # fmt: skip
@@ -41,7 +41,7 @@ def random_failure(seed: int, server_round: int, partition: int, prob: float) ->
     """Whether a node fails this round (``fail-prob``; its own stream, keyed by round and node)."""
     if prob <= 0:
         return False
-    from immunefl.seeding import numpy_generator
+    from task.seeding import numpy_generator
 
     return bool(numpy_generator(seed, "node-failure", server_round, partition).random() < prob)
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import torch
 
-from immunefl.noise import laplace_like
-from immunefl.statevec import flatten_update, state_from_update
+from task.noise import laplace_like
+from task.statevec import flatten_update, state_from_update
 
 
 def clip_to_norm(update: torch.Tensor, max_norm: float) -> torch.Tensor:

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from attacks import ROLES
-from immunefl.allocator import configure_allocator
-from immunefl.data import Dataset, load_dataset
-from immunefl.partition import cached_partitions
-from immunefl.roles import simulated_role
-from immunefl.runconfig import RunConfig
+from task.allocator import configure_allocator
+from task.data import Dataset, load_dataset
+from task.partition import cached_partitions
+from task.roles import simulated_role
+from task.runconfig import RunConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def prepare_process() -> None:
     """Per call, not at import (the ServerApp's process imports this module too): one intra-op
     thread per actor by default, as many actors share a machine's cores
     (``IMMUNEFL_TORCH_THREADS`` overrides, e.g. when each client is given several CPUs); and
-    glibc's allocator keeps large buffers (`immunefl.allocator`).
+    glibc's allocator keeps large buffers (`task.allocator`).
     """
     configure_allocator()
     torch.set_num_threads(max(1, int(os.environ.get("IMMUNEFL_TORCH_THREADS", "1"))))

@@ -35,8 +35,8 @@ from collections.abc import Iterable
 
 import torch
 
-from immunefl.catalog import WBC_NOISE_PARAMS
-from immunefl.noise import laplace_like
+from task.catalog import WBC_NOISE_PARAMS
+from task.noise import laplace_like
 
 
 def wbc_perturbation(
@@ -58,7 +58,7 @@ def noise_std(s: float, noise_param: str) -> float:
 
 
 class FLWBC:
-    """Algorithm 1 as a step hook of the local training loop (`immunefl.training.train_sgd`).
+    """Algorithm 1 as a step hook of the local training loop (`task.training.train_sgd`).
 
     Call `before_step` right before ``optimizer.step()`` and `after_step` right after.
     """

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from immunefl.noise import laplace_like
+from task.noise import laplace_like
 
 
 def official_perturbation(
@@ -48,7 +48,7 @@ def official_perturbation(
 
 
 class OfficialWBC:
-    """The authors' FL-WBC as a step hook of `immunefl.training.train_sgd` (see module doc)."""
+    """The authors' FL-WBC as a step hook of `task.training.train_sgd` (see module doc)."""
 
     def __init__(
         self,

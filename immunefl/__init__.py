@@ -1,7 +1,9 @@
-"""immunefl: the shared task package (data, partitions, models, training, config, results).
+"""immunefl: the tools a user runs on the host (the `immunefl` command).
 
-Both the ClientApp (`client_app`) and the ServerApp (`server_app`) import from here, following
-Flower's "task module" convention.
+Experiment files and their validation, the local simulation launcher (SuperLink, Ray head,
+process supervision, run submission), sweeps, the deployment commands, reports and plots. They
+drive the Flower apps (`server_app`, `client_app`) and may import every package below them;
+nothing below imports them. See docs/architecture.md.
 """
 
 __version__ = "0.1.0"

@@ -29,15 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immunefl.launcher import (
-    TAG_VAR,
-    _bin,
-    flwr_env,
-    spawn_logged,
-    stop_tagged,
-    submit_run,
-    write_connection,
-)
+from immunefl.processes import TAG_VAR, find_bin, spawn_logged, stop_tagged
+from immunefl.submission import flwr_env, submit_run, write_connection
 
 CERTS_SCRIPT = Path(__file__).resolve().parents[1] / "docker" / "generate-certs.sh"
 
@@ -92,7 +85,7 @@ def node_config_arg(values: Mapping[str, Any]) -> str:
 
 
 def superlink_command(host: str, port: int, security: Security, database: Path) -> list[str]:
-    command = [_bin("flower-superlink"), "--host", host, "--port", str(port), "--database",
+    command = [find_bin("flower-superlink"), "--host", host, "--port", str(port), "--database",
                str(database), "--disable-runtime-dependency-installation"]  # fmt: skip
     if security.certs is None:
         command.append("--insecure")
@@ -109,7 +102,7 @@ def supernode_command(
     superlink: str, port: int, node_config: Mapping[str, Any], security: Security,
     key: Path | None = None,
 ) -> list[str]:  # fmt: skip
-    command = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port),
+    command = [find_bin("flower-supernode"), "--superlink", superlink, "--port", str(port),
                "--node-config", node_config_arg(node_config)]  # fmt: skip
     if security.certs is None:
         command.append("--insecure")
@@ -213,7 +206,7 @@ class Deployment:
     def flwr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a `flwr` CLI command against this SuperLink."""
         return subprocess.run(  # noqa: S603
-            [_bin("flwr"), *args], env=self.env, capture_output=True, text=True, check=check
+            [find_bin("flwr"), *args], env=self.env, capture_output=True, text=True, check=check
         )
 
     def register(self, public_key: Path, name: str, timeout: float = 60.0) -> str:

@@ -29,7 +29,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from immunefl.config import PROJECT_ROOT, ConfigError, parse_overrides, resolve_config
 from immunefl.deploy import (
     Deployment,
     Security,
@@ -38,8 +37,11 @@ from immunefl.deploy import (
     parse_partitions,
     stop_state,
 )
-from immunefl.launcher import RunFailed, free_port, write_run_config
-from immunefl.runconfig import RunConfig
+from immunefl.experiments import CHECKS, parse_overrides, resolve_config
+from immunefl.processes import free_port
+from immunefl.submission import RunFailed, write_run_config
+from task.runconfig import RunConfig
+from task.schema import PROJECT_ROOT, ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 OPEN_CONTROL_API_WARNING = (
@@ -134,7 +136,9 @@ def _security(args: argparse.Namespace) -> Security:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig.from_mapping(resolve_config(args.config, parse_overrides(args.sets))).named()
+    return RunConfig.from_mapping(
+        resolve_config(args.config, parse_overrides(args.sets)), checks=CHECKS
+    ).named()
 
 
 def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:
@@ -154,7 +158,7 @@ def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from immunefl.roles import malicious_partitions
+    from task.roles import malicious_partitions
 
     config = _run_config(args)
     n = config.num_partitions

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from immunefl.statevec import flatten_update, state_from_update
+from task.statevec import flatten_update, state_from_update
 
 
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``grad_w CE(model(x), y)`` (mean over the batch) as one flat float32 vector, in the
-    layout of `immunefl.statevec` (the floating-point tensors of the state, in key order).
+    layout of `task.statevec` (the floating-point tensors of the state, in key order).
 
     >>> m = nn.Linear(2, 2, bias=False)
     >>> _ = m.weight.data.zero_()

@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 
-from immunefl.launcher import stop_tagged, tagged_pids
+from immunefl.processes import stop_tagged, tagged_pids
 
 
 def reap(tags: list[str], remove: list[str], deadline_seconds: float = 60.0) -> int:

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from attacks.backdoor import digits_edge_cases, edge_case_split  # noqa: E402
 from attacks.triggers import apply_trigger, trigger_mask  # noqa: E402
-from immunefl.data import Dataset, ImageSplit, load_dataset  # noqa: E402
 from immunefl.flatness import first_distance_below, loss_gradient, losses_along, unit  # noqa: E402
-from immunefl.models import init_model  # noqa: E402
-from immunefl.seeding import derive_seed  # noqa: E402
-from immunefl.training import evaluate, train_sgd  # noqa: E402
+from task.data import Dataset, ImageSplit, load_dataset  # noqa: E402
+from task.models import init_model  # noqa: E402
+from task.seeding import derive_seed  # noqa: E402
+from task.training import evaluate, train_sgd  # noqa: E402
 
 DIRECTIONS = ("edge-case", "pixel", "random")
 COLUMNS = ("benign_loss", "benign_acc", "edge_loss", "edge_asr", "pixel_loss", "pixel_asr")

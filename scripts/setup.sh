@@ -52,8 +52,15 @@ fi
 stamp="$VENV/.immunefl-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   echo "setup: installing immunefl and its dependencies into $VENV (torch is large; a few minutes)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import flwr, torch, immunefl" # fail here if the install failed
+  # pip's and setuptools' notes (e.g. the editable-install banner about same-named folders,
+  # which is how this project is laid out on purpose) go to a log, shown if the install fails
+  log="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+         "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"; } >"$log" 2>&1 ||
+     ! "$VENV/bin/python" -c "import flwr, torch, immunefl, task" 2>>"$log"; then
+    cat "$log" >&2
+    echo "setup: the install failed (log above, also in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from immunefl.resultsio import atomic_write_bytes
+from task.resultsio import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -17,10 +17,10 @@ from torch import nn
 from attacks.backdoor import edge_case_images, edge_case_split
 from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import apply_trigger, trigger_mask
-from immunefl.data import Dataset, load_dataset
-from immunefl.models import build_model
-from immunefl.runconfig import RunConfig
-from immunefl.training import EVAL_BATCH_SIZE, evaluate, resolve_device
+from task.data import Dataset, load_dataset
+from task.models import build_model
+from task.runconfig import RunConfig
+from task.training import EVAL_BATCH_SIZE, evaluate, resolve_device
 
 
 @torch.no_grad()

@@ -21,7 +21,6 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from immunefl import messages as M
 from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
 from server_app.outcomes import ClientFailure, round_outcomes, unexpected_failures
 from server_app.results import RunRecorder
@@ -29,6 +28,7 @@ from server_app.roster import Roster
 from server_app.scenario import ThreatScenario
 from server_app.transport import MAX_INTERVAL, exchange
 from strategies.updates import EVAL_PREFIX, Layout, Screened
+from task import messages as M
 
 Evaluator = Callable[[ArrayRecord], Mapping[str, float]]
 

@@ -27,7 +27,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 # name -> (type, help, row key or None). Gauges show the last finished round's value.
 METRICS: dict[str, tuple[str, str, str | None]] = {

@@ -11,7 +11,7 @@ A round's **outcomes** (`round_outcomes`) count, with the roster's roles:
   **not delivered**: no result may credit a defense for it (`attack_delivery`).
 
 `unexpected_failures` tells configured faults (their text carries
-`client_app.faults.INJECTED`) from bugs: in simulation every node is ours, so any other
+`task.faultspec.INJECTED`) from bugs: in simulation every node is ours, so any other
 exception stops the run (`ClientFailure`).
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 from flwr.app import Message
 
-from client_app.faults import INJECTED
 from server_app.roster import Roster
 from strategies.updates import Screened
+from task.faultspec import INJECTED
 
 MALICIOUS = "malicious"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

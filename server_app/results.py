@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from immunefl.resultsio import atomic_write_bytes, atomic_write_json, jsonable
+from task.resultsio import atomic_write_bytes, atomic_write_json, jsonable
 
 if TYPE_CHECKING:
     import torch

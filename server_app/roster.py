@@ -11,8 +11,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from attacks import ROLES
-from immunefl import messages as M
 from server_app.transport import MAX_INTERVAL, exchange
+from task import messages as M
 
 WHOAMI = f"query.{M.WHOAMI}"
 

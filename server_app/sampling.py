@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from immunefl.seeding import numpy_generator
+from task.seeding import numpy_generator
 
 
 def sample_partitions(

@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from immunefl.config import parse_rounds
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import numpy_generator
 from server_app.sampling import sample_partitions
+from task.runconfig import RunConfig
+from task.seeding import numpy_generator
+from task.validation import parse_rounds
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from typing import Protocol
 
 from flwr.serverapp.strategy import Strategy
 
-from immunefl.runconfig import RunConfig
 from strategies.fedavg import ImmuneFedAvg, NodeSelector
 from strategies.flower_rules import BulyanStrategy, DPFixedClipping, KrumStrategy, MultiKrumStrategy
 from strategies.robust import (
@@ -23,6 +22,7 @@ from strategies.robust import (
     SignSGDStrategy,
     TrimmedMeanStrategy,
 )
+from task.runconfig import RunConfig
 
 
 class ConfigurableStrategy(Protocol):

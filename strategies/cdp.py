@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from immunefl.noise import laplace_like
 from strategies.order_stats import as_matrix
+from task.noise import laplace_like
 
 
 def clip_rows(U: torch.Tensor, max_norm: float) -> torch.Tensor:

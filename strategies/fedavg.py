@@ -36,8 +36,6 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from immunefl import messages as M
-from immunefl.runconfig import RunConfig
 from strategies.mean import weighted_mean
 from strategies.updates import (
     EVAL_PREFIX,
@@ -53,6 +51,8 @@ from strategies.updates import (
     screen_replies,
     sender_problem,
 )
+from task import messages as M
+from task.runconfig import RunConfig
 
 NodeSelector = Callable[[int], list[int]]
 Diagnostics = dict[str, float | list[float]]
@@ -90,14 +90,18 @@ class ImmuneFedAvg(FedAvg):
         device: str = "auto",
         weight_cap_ratio: float = 2.0,
     ) -> None:
+        # Flower's sampling fractions are not ours (`select_nodes` chooses the round's nodes),
+        # and with fraction_evaluate 0.0 Flower's FedAvg would warn that federated evaluation
+        # is skipped, which `federated-eval` already says: our own flag decides
         super().__init__(
             fraction_train=1.0,
-            fraction_evaluate=1.0 if federated_eval else 0.0,
+            fraction_evaluate=1.0,
             min_train_nodes=1,
             min_evaluate_nodes=1 if federated_eval else 0,
             min_available_nodes=1,
         )
-        from immunefl.training import resolve_device
+        self.federated_eval = federated_eval
+        from task.training import resolve_device
 
         self.select_nodes = select_nodes
         self.min_replies = int(min_replies)
@@ -164,7 +168,7 @@ class ImmuneFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Client-side evaluation (when enabled) on the round's training participants."""
-        if self.fraction_evaluate == 0.0:
+        if not self.federated_eval:
             return []
         return self._messages(
             server_round, arrays, config, self._last_train_nodes, MessageType.EVALUATE

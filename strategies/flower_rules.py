@@ -38,10 +38,10 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import derive_seed
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
 from strategies.updates import Layout, Screened, mean_client_metrics
+from task.runconfig import RunConfig
+from task.seeding import derive_seed
 
 
 class FlowerRuleStrategy(ImmuneFedAvg):

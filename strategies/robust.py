@@ -7,8 +7,6 @@ from typing import Any
 
 import torch
 
-from immunefl.runconfig import RunConfig
-from immunefl.seeding import torch_generator
 from strategies.cdp import central_dp_aggregate
 from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
 from strategies.invariant import invariant_aggregate_with_mask
@@ -17,6 +15,8 @@ from strategies.median import coordinate_median
 from strategies.rlr import robust_lr_sign
 from strategies.signsgd import majority_vote
 from strategies.trimmed_mean import trim_count, trimmed_mean
+from task.runconfig import RunConfig
+from task.seeding import torch_generator
 
 
 def _n(config: RunConfig) -> int:

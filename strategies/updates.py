@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-from immunefl import messages
+from task import messages
 
 ARRAYS_KEY = messages.ARRAYS
 METRICS_KEY = messages.METRICS

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from immunefl.config import load_schema
-from immunefl.datafiles import DataNotFoundError, locate_dataset
-from immunefl.runconfig import RunConfig
+from task.datafiles import DataNotFoundError, locate_dataset
+from task.runconfig import RunConfig
+from task.schema import load_schema
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
+from task.schema import PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # own kernel mapping: fresh, zero-filled pages on every allocation, unmapped again on free.
 PROBE = """
 import ctypes, sys
-from immunefl.allocator import configure_allocator
+from task.allocator import configure_allocator
 if sys.argv[1] == "on":
     assert configure_allocator() and configure_allocator()  # idempotent
 libc = ctypes.CDLL("libc.so.6")
@@ -50,7 +50,7 @@ def test_large_buffers_stay_in_the_heap_and_are_reused() -> None:
 def test_the_environment_wins() -> None:
     code = (
         "import os; os.environ['MALLOC_TRIM_THRESHOLD_'] = '0'; "
-        "from immunefl.allocator import configure_allocator; print(configure_allocator())"
+        "from task.allocator import configure_allocator; print(configure_allocator())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PROJECT_ROOT)  # fmt: skip

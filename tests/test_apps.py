@@ -19,9 +19,9 @@ from flwr.app import (
 
 from client_app.app import train, whoami
 from client_app.faults import ClientAppError
-from immunefl.config import load_schema
-from immunefl.models import init_model
 from strategies import STRATEGIES, build_strategy
+from task.models import init_model
+from task.schema import load_schema
 from tests.conftest import typed_config
 
 

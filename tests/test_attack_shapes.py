@@ -15,9 +15,9 @@ import torch
 from attacks import ATTACKS, AttackContext, craft_malicious
 from attacks.base import flatten_update
 from attacks.triggers import apply_trigger, normalized_white, trigger_mask
-from immunefl.catalog import MODEL_DATASETS
-from immunefl.data import Dataset, read_splits
-from immunefl.models import build_model, init_model
+from task.catalog import MODEL_DATASETS
+from task.data import Dataset, read_splits
+from task.models import build_model, init_model
 from tests.conftest import make_fake_cifar10, make_fake_fmnist, typed_config
 
 CPU = torch.device("cpu")
@@ -98,7 +98,8 @@ def test_digits_edge_cases_fit_the_data_and_are_deterministic(c: int, h: int, w:
 
 
 def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) -> None:
-    from immunefl.config import ConfigError, resolve_config
+    from immunefl.experiments import resolve_config
+    from task.schema import ConfigError
 
     base = {"attack": "edge-case", "num-malicious": "5", "adv-rounds": "2"}
     resolve_config(None, {**base, "edge-case-source": "digits"})  # ships offline: fine
@@ -107,7 +108,7 @@ def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="needs 'edge-case-file'"):
         resolve_config(None, base)
     from immunefl.cli import path_problems
-    from immunefl.runconfig import RunConfig
+    from task.runconfig import RunConfig
 
     config = resolve_config(None, {**base, "edge-case-file": str(tmp_path / "nope.npy")})
     with pytest.raises(ConfigError, match="nope.npy does not exist"):

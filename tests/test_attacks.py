@@ -14,10 +14,10 @@ from attacks.alie import alie_z
 from attacks.base import flatten_update, state_from_update
 from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import DBA_PARTS, apply_trigger, trigger_mask
-from immunefl.data import Dataset, load_dataset
-from immunefl.models import build_model, init_model
-from immunefl.partition import partition_indices
 from server_app.evaluation import misclassification
+from task.data import Dataset, load_dataset
+from task.models import build_model, init_model
+from task.partition import partition_indices
 from tests.conftest import typed_config
 
 CPU = torch.device("cpu")
@@ -160,8 +160,8 @@ def test_state_roundtrip_keeps_integer_buffers() -> None:
 
 def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_ones() -> None:
     from attacks import Attack, AttackSpec, attack_problems
-    from immunefl.config import resolve_config
-    from immunefl.runconfig import RunConfig
+    from immunefl.experiments import resolve_config
+    from task.runconfig import RunConfig
 
     config = RunConfig.from_mapping(resolve_config(None, {}))
     for name, spec in ATTACKS.items():

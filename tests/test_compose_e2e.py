@@ -40,10 +40,10 @@ from typing import Any
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
-from immunefl.datafiles import FMNIST_FILES, find_idx
 from immunefl.deploy import Deployment, Security, generate_certs, generate_node_key
-from immunefl.launcher import free_port
+from immunefl.processes import free_port
+from task.datafiles import FMNIST_FILES, find_idx
+from task.schema import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

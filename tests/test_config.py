@@ -6,17 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.config import (
-    PROJECT_ROOT,
-    ConfigError,
-    coerce,
+from immunefl.experiments import (
     config_presets,
     expand_sweep,
     is_sweep,
-    load_schema,
     parse_overrides,
     resolve_config,
 )
+from task.schema import PROJECT_ROOT, ConfigError, coerce, load_schema
 
 REQUIRED_KEYS = {
     "seed",
@@ -192,8 +189,8 @@ def test_cli_rejects_bad_config_before_starting(args: list[str], needle: str) ->
 def test_launcher_imports_neither_torch_nor_numpy() -> None:
     """`immunefl --help`, `deploy`, `report` and the data check start without torch (~2 s)."""
     code = (
-        "import sys; import immunefl.cli; from immunefl.datafiles import locate_dataset; "
-        "from immunefl.config import read_yaml_config; "
+        "import sys; import immunefl.cli; from task.datafiles import locate_dataset; "
+        "from immunefl.experiments import read_yaml_config; "
         "print('torch' in sys.modules, 'numpy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from immunefl import data
-from immunefl.data import (
+from task import data
+from task.data import (
     DataFormatError,
     DataNotFoundError,
     decoded_cache_path,
@@ -116,7 +116,7 @@ def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path: Path) -> No
 def test_missing_dataset_message_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("immunefl.datafiles.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr("task.datafiles.SYSTEM_DATA_ROOT", tmp_path / "nowhere")
     monkeypatch.setenv("IMMUNEFL_DATA", str(tmp_path / "empty"))
     (tmp_path / "also-empty").mkdir()
     with pytest.raises(DataNotFoundError) as info:

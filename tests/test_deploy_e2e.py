@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
 from immunefl.deploy import Deployment, Security, generate_certs, generate_node_key
-from immunefl.launcher import free_port, tagged_pids
+from immunefl.processes import free_port, tagged_pids
+from task.schema import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

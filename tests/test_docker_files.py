@@ -10,7 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from immunefl.config import PROJECT_ROOT, resolve_config
+from immunefl.experiments import resolve_config
+from task.schema import PROJECT_ROOT
 
 COMPOSE = shutil.which("docker-compose")
 DOCKER = PROJECT_ROOT / "docker"

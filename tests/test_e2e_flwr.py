@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
+from task.schema import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
 from server_app.results import TIMING_KEYS
+from task.schema import PROJECT_ROOT
 from tests.test_e2e_flwr import _launch, _rows
 
 pytestmark = pytest.mark.slow

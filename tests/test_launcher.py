@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.launcher import RAY_DIR_PREFIX, free_port, prune_ray_dirs
+from immunefl.processes import free_port
+from immunefl.rayhead import RAY_DIR_PREFIX, prune_ray_dirs
 
 
 def _session(root: Path, name: str, port: int | None, age: float) -> Path:
@@ -54,7 +55,9 @@ DRIVER = (
 def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> None:
     """Ray 2.55 listens on every interface (docs/security.md): its token is what keeps the
     network out. A driver without the launcher's token is refused; ours gets in."""
-    from immunefl.launcher import RayHead, flwr_env, terminate
+    from immunefl.processes import terminate
+    from immunefl.rayhead import RayHead
+    from immunefl.submission import flwr_env
 
     env = flwr_env(tmp_path / "home")
     head = RayHead(env, tmp_path / "ray.log")
@@ -81,7 +84,7 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
 
 def test_a_killed_launcher_is_reaped(tmp_path: Path) -> None:
     """The reaper waits on a pipe; once its holder is gone it stops every tagged process."""
-    from immunefl.launcher import TAG_VAR, tagged_pids
+    from immunefl.processes import TAG_VAR, tagged_pids
 
     tag = "reaper-test-" + os.urandom(4).hex()
     sleeper = subprocess.Popen(  # a tagged process in its own session, like a SuperExec
@@ -164,3 +167,13 @@ def test_register_with_no_public_keys_is_an_error(
     rc = main(["deploy", "register", "--superlink", "127.0.0.1:9", "--insecure",
                "--keys", str(tmp_path / "keys")])  # fmt: skip
     assert rc != 0 and "no node-*.pub public keys" in capsys.readouterr().err
+
+
+def test_the_ray_tip_is_configured_away_and_a_users_warning_filters_kept(monkeypatch) -> None:
+    from immunefl.submission import RAY_TIP_FILTER, flwr_env
+
+    monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning")
+    env = flwr_env(Path("/tmp/h"))
+    assert env["PYTHONWARNINGS"] == f"error::DeprecationWarning,{RAY_TIP_FILTER}"
+    monkeypatch.delenv("PYTHONWARNINGS")
+    assert flwr_env(Path("/tmp/h"))["PYTHONWARNINGS"] == RAY_TIP_FILTER

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from immunefl.config import PROJECT_ROOT, resolve_config
-from immunefl.launcher import free_port
-from immunefl.runconfig import RunConfig
+from immunefl.experiments import resolve_config
+from immunefl.processes import free_port
 from server_app.metrics import METRICS, NORM_BUCKETS, MetricsExporter, RoundCollector
+from task.runconfig import RunConfig
+from task.schema import PROJECT_ROOT
 
 
 def _config(**over):
@@ -151,7 +152,7 @@ def test_push_each_round_to_gateway_and_survive_a_dead_one() -> None:
      ("metrics-linger", -1, "metrics-linger")],
 )  # fmt: skip
 def test_bad_metrics_config_is_named(key, value, message) -> None:
-    from immunefl.config import ConfigError
+    from task.schema import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         _config(**{key: value})
@@ -208,7 +209,7 @@ def test_dashboard_queries_only_exported_metrics() -> None:
 
 
 def test_the_metrics_endpoint_binds_loopback_unless_opened() -> None:
-    from immunefl.config import load_schema
+    from task.schema import load_schema
 
     assert load_schema()["metrics-addr"] == "127.0.0.1"
     assert MetricsExporter(_config(**{"metrics-port": 1})).addr == "127.0.0.1"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from immunefl.models import INPUT_SHAPES, build_model, count_parameters, init_model
+from task.models import INPUT_SHAPES, build_model, count_parameters, init_model
 
 
 def _conv(cin: int, cout: int, k: int) -> int:

@@ -9,7 +9,6 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
 from immunefl.cli import resume_config
-from immunefl.config import ConfigError, load_schema
 from server_app.outcomes import (
     attack_delivery,
     round_outcomes,
@@ -18,6 +17,7 @@ from server_app.outcomes import (
 )
 from server_app.roster import Roster
 from strategies.updates import Screened
+from task.schema import ConfigError, load_schema
 
 # partitions 0-3 benign, 4-5 malicious; node id = 100 + partition
 ROSTER = Roster(

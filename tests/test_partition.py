@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from immunefl.data import load_dataset
-from immunefl.partition import partition_indices
+from task.data import load_dataset
+from task.partition import partition_indices
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_bad_arguments_are_named() -> None:
 def test_partition_disk_cache_returns_the_same_partition_and_survives_damage(tmp_path) -> None:
     import warnings
 
-    from immunefl.partition import load_or_partition, partition_indices
+    from task.partition import load_or_partition, partition_indices
 
     labels = np.repeat(np.arange(10), 60)
     direct = partition_indices(labels, "dirichlet", 12, seed=3, alpha=0.3)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.config import PROJECT_ROOT
-from immunefl.launcher import free_port
+from immunefl.processes import free_port
+from task.schema import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 PROMETHEUS = shutil.which("prometheus")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from client_app.faults import random_failure
-from immunefl.config import PROJECT_ROOT
 from server_app.results import TIMING_KEYS
+from task.schema import PROJECT_ROOT
 from tests.test_e2e_flwr import _launch, _processes_with_env, _rows
 
 pytestmark = pytest.mark.slow

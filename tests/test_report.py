@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from immunefl.config import load_schema
 from immunefl.report import report
 from server_app.app import attack_summary
 from server_app.results import RunRecorder, summarize
+from task.schema import load_schema
 from tests.conftest import typed_config
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from client_app.node import NodeIdentity
-from immunefl.config import ConfigError, resolve_config
-from immunefl.roles import malicious_partitions
-from immunefl.runconfig import RunConfig
+from immunefl.experiments import resolve_config
 from server_app.app import attack_summary
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.scenario import ThreatScenario
+from task.roles import malicious_partitions
+from task.runconfig import RunConfig
+from task.schema import ConfigError
 from tests.conftest import typed_config
 
 

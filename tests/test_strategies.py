@@ -8,9 +8,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg
 
-from immunefl.config import ConfigError, resolve_config
-from immunefl.runconfig import RunConfig
+from immunefl.experiments import resolve_config
 from strategies import STRATEGIES, build_strategy
+from task.runconfig import RunConfig
+from task.schema import ConfigError
 from tests.conftest import typed_config
 
 NODES = list(range(101, 111))

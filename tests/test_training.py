@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from immunefl.data import Dataset, ImageSplit, load_dataset
-from immunefl.models import init_model
-from immunefl.seeding import derive_seed, torch_generator
-from immunefl.training import SGD, evaluate, resolve_device, train_sgd
+from task.data import Dataset, ImageSplit, load_dataset
+from task.models import init_model
+from task.seeding import derive_seed, torch_generator
+from task.training import SGD, evaluate, resolve_device, train_sgd
 
 
 @pytest.fixture(scope="module")

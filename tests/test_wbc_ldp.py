@@ -10,11 +10,11 @@ import torch
 
 from client_app.ldp import clip_to_norm, ldp_release
 from client_app.wbc import FLWBC, noise_std, wbc_perturbation
-from immunefl.data import Dataset, load_dataset
-from immunefl.models import init_model
-from immunefl.noise import laplace_like
-from immunefl.seeding import torch_generator
-from immunefl.training import train_sgd
+from task.data import Dataset, load_dataset
+from task.models import init_model
+from task.noise import laplace_like
+from task.seeding import torch_generator
+from task.training import train_sgd
 
 CPU = torch.device("cpu")
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from client_app.wbc_official import OfficialWBC, official_perturbation
-from immunefl.config import ConfigError, resolve_config
-from immunefl.noise import laplace_like
+from immunefl.experiments import resolve_config
+from task.noise import laplace_like
+from task.schema import ConfigError
 
 
 class Tiny(nn.Module):
@@ -67,9 +68,9 @@ def test_official_noise_has_scale_s() -> None:
 
 
 def test_train_sgd_tells_hooks_where_epochs_start(tmp_path: Path) -> None:
-    from immunefl.data import Dataset, read_splits
-    from immunefl.models import build_model
-    from immunefl.training import train_sgd
+    from task.data import Dataset, read_splits
+    from task.models import build_model
+    from task.training import train_sgd
     from tests.conftest import make_fake_fmnist
 
     path = make_fake_fmnist(tmp_path, n_train=20, n_test=10)
@@ -109,10 +110,10 @@ def test_the_authors_attacker_trains_on_d_m_alone_and_boosts_by_weight(fmnist_di
     from attacks import AttackContext, claimed_examples, craft_malicious
     from attacks.base import flatten_update
     from attacks.poison_set import poison_set
-    from immunefl.data import load_dataset
-    from immunefl.models import build_model, init_model
-    from immunefl.runconfig import RunConfig
     from server_app.evaluation import misclassification
+    from task.data import load_dataset
+    from task.models import build_model, init_model
+    from task.runconfig import RunConfig
     from tests.conftest import typed_config
 
     data = load_dataset("fmnist", str(fmnist_dir))

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immunefl.cache import cache_dir, write_npz
-from immunefl.catalog import PARTITIONINGS
-from immunefl.seeding import derive_seed
+from task.cache import cache_dir, write_npz
+from task.catalog import PARTITIONINGS
+from task.seeding import derive_seed
 
 SHARDS_PER_CLIENT = 2
 
@@ -133,7 +133,7 @@ def cached_partitions(
     dataset_name: str, data_dir: str, scheme: str, num_partitions: int, seed: int, alpha: float
 ) -> tuple[torch.Tensor, ...]:
     """`partition_indices` of a dataset's training split: once per process, and on disk."""
-    from immunefl.data import load_dataset
+    from task.data import load_dataset
 
     ds = load_dataset(dataset_name, data_dir)
     parts = load_or_partition(ds.train.labels.numpy(), scheme, num_partitions, seed, alpha)

@@ -6,7 +6,7 @@ starts the SuperNodes of a local deployment with their roles).
 
 from __future__ import annotations
 
-from immunefl.runconfig import RunConfig
+from task.runconfig import RunConfig
 
 
 def malicious_partitions(num_partitions: int, run_config: RunConfig) -> tuple[int, ...]:

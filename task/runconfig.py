@@ -2,7 +2,8 @@
 
 `RunConfig.from_mapping` builds it once per process, at the edge (the ServerApp and the
 ClientApp from Flower's ``context.run_config``, the CLI from YAML + overrides), after
-`immunefl.config.validate_config` has checked every key, type, range and combination. It is
+`task.validation.validate_config` has checked every key, type, range and combination, and the
+caller's `checks` (the rules' and attacks' own, which live above this package) have run. It is
 then passed down, and components read typed fields (``cfg.trim_beta`` is a float) instead of
 raw reads by key, each with its own ``float()``.
 
@@ -22,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 Scalar = bool | int | float | str
+#: A check of a typed config (a rule's or an attack's): its problems, naming key and value.
+Check = Callable[["RunConfig"], list[str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,36 +116,41 @@ class RunConfig:
 
     @classmethod
     def from_mapping(
-        cls, config: Mapping[str, Any], schema: Mapping[str, Scalar] | None = None
+        cls,
+        config: Mapping[str, Any],
+        schema: Mapping[str, Scalar] | None = None,
+        checks: Iterable[Check] = (),
     ) -> RunConfig:
-        """Validate a full mapping of hyphenated keys and return it typed.
+        """Validate a full mapping of hyphenated keys, run `checks` on it, return it typed.
 
-        Raises `immunefl.config.ConfigError` listing every problem. The same mapping (e.g. one
+        Raises `task.schema.ConfigError` listing every problem. The same mapping (e.g. one
         run's ``context.run_config``, seen by every message of a ClientApp) is validated once.
         """
+        checks = tuple(checks)
         if schema is None:
             try:  # type and repr in the key: True == 1 == 1.0 and -0.0 == 0.0 must not share
                 items = tuple(sorted((k, type(v), repr(v), v) for k, v in config.items()))
-                return _cached(items)
+                return _cached(items, checks)
             except TypeError:  # an unhashable value: validation names it
                 schema = load_schema()
-        from immunefl.config import validate_config
+        from task.validation import validate_config
 
-        return cls.typed(validate_config(config, schema), schema)
+        return cls.typed(validate_config(config, schema, checks), schema)
 
     @classmethod
     def typed(cls, config: Mapping[str, Any], schema: Mapping[str, Scalar]) -> RunConfig:
         """Coerce each key of `config` to its schema type; no range checks (`from_mapping`)."""
-        from immunefl.config import coerce
+        from task.schema import coerce
 
         return cls(**{key_to_field(k): coerce(k, config[k], d) for k, d in schema.items()})
 
     @classmethod
-    def defaults(cls, **overrides: Any) -> RunConfig:
-        """The schema's defaults with `overrides` (hyphenated or underscored keys), validated."""
+    def defaults(cls, checks: Iterable[Check] = (), **overrides: Any) -> RunConfig:
+        """The schema's defaults with `overrides` (hyphenated or underscored keys), validated
+        (and checked by `checks`)."""
         schema = load_schema()
         config = {**schema, **{field_to_key(k): v for k, v in overrides.items()}}
-        return cls.from_mapping(config, schema)
+        return cls.from_mapping(config, schema, checks)
 
     def as_mapping(self) -> dict[str, Scalar]:
         """The config as hyphenated key -> value (what Flower's run config and results hold)."""
@@ -166,7 +174,7 @@ class RunConfig:
         return Path(self.results_dir).expanduser().resolve() / self.run_name
 
     def replace(self, **changes: Any) -> RunConfig:
-        """A copy with `changes` (underscored field names), validated again."""
+        """A copy with `changes` (underscored field names), validated again (task checks)."""
         return self.defaults(**{**self.as_mapping(), **changes})
 
 
@@ -181,14 +189,15 @@ def field_to_key(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(items: tuple[tuple[str, type, str, Any], ...]) -> RunConfig:
-    from immunefl.config import validate_config
+def _cached(items: tuple[tuple[str, type, str, Any], ...], checks: tuple[Check, ...]) -> RunConfig:
+    from task.validation import validate_config
 
     schema = load_schema()
-    return RunConfig.typed(validate_config({k: v for k, _, _, v in items}, schema), schema)
+    config = validate_config({k: v for k, _, _, v in items}, schema, checks)
+    return RunConfig.typed(config, schema)
 
 
 def load_schema() -> dict[str, Scalar]:
-    from immunefl.config import load_schema as schema
+    from task.schema import load_schema as schema
 
     return schema()

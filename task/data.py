@@ -1,6 +1,6 @@
 """Datasets: Fashion-MNIST (IDX files) and CIFAR-10 (python-pickle batches, torchvision format).
 
-Where the files are looked for: `immunefl.datafiles`.
+Where the files are looked for: `task.datafiles`.
 
 Images are kept as ``uint8`` tensors ``(N, C, H, W)``; `Dataset.normalize` turns a batch into
 normalised floats, so a process holds one compact copy of the data.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from immunefl.cache import cache_dir, write_npz
-from immunefl.datafiles import (  # noqa: F401 - DataNotFoundError, locate_dataset re-exported
+from task.cache import cache_dir, write_npz
+from task.datafiles import (  # noqa: F401 - DataNotFoundError, locate_dataset re-exported
     CIFAR_TEST,
     CIFAR_TRAIN,
     FMNIST_FILES,
@@ -192,7 +192,7 @@ def read_splits(name: str, directory: Path) -> tuple[ImageSplit, ImageSplit]:
 
     Decoding (gunzip of the IDX files, unpickling CIFAR batches) costs ~0.5 s per process and
     every process of a federation (the ServerApp, each Ray actor) needs the data, so the
-    decoded arrays are cached on disk (`immunefl.cache`); a damaged entry is decoded again.
+    decoded arrays are cached on disk (`task.cache`); a damaged entry is decoded again.
     """
     path = decoded_cache_path(name, directory)
     if path.exists():

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from immunefl.data import Dataset, ImageSplit
+from task.data import Dataset, ImageSplit
 
 #: Evaluation batch size. Not larger: glibc serves allocations above its mmap threshold (at most
 #: 32 MiB) with fresh pages from the kernel and returns them on free, so with 1000 FMNIST images

@@ -1,8 +1,8 @@
 """Names the run config may use for datasets, models, partitionings and client defenses.
 
 A module without heavy imports: the launcher validates a config before anything starts, and it
-should not pay for importing torch to do so. `immunefl.data`, `immunefl.models` and
-`immunefl.partition`, `client_app.defense` and `client_app.wbc` use these same tuples.
+should not pay for importing torch to do so. `task.data`, `task.models` and
+`task.partition`, `client_app.defense` and `client_app.wbc` use these same tuples.
 """
 
 from __future__ import annotations

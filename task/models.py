@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from immunefl.catalog import MODEL_DATASETS, MODELS
+from task.catalog import MODEL_DATASETS, MODELS
 
 INPUT_SHAPES = {"fmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
@@ -83,7 +83,7 @@ def build_model(name: str, dataset: str, num_classes: int = 10) -> nn.Module:
 
 def init_model(name: str, dataset: str, seed: int) -> nn.Module:
     """`build_model` with weights drawn from a generator seeded by `seed` (reproducible init)."""
-    from immunefl.seeding import derive_seed
+    from task.seeding import derive_seed
 
     state = torch.random.get_rng_state()
     try:

@@ -1,5 +1,5 @@
 """Where a dataset's files are: the search order, the download fallback, the error that says how
-to get them. No decoding here (see `immunefl.data`), so the launcher can check that the data
+to get them. No decoding here (see `task.data`), so the launcher can check that the data
 exists without importing torch.
 
 A run config's `data-dir` (when not empty) is the only place looked at: if it does not exist
@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from immunefl.catalog import DATASETS
+from task.catalog import DATASETS
 
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 FMNIST_FILES = {

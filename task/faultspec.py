@@ -6,6 +6,9 @@ makes each kind happen), so the parser lives in the task package that both impor
 
 from __future__ import annotations
 
+#: in the message of every exception a fault raises on purpose: the ServerApp tells them from bugs
+INJECTED = "[injected fault]"
+
 FAULT_KINDS = ("nan", "shape", "huge", "crash", "weight", "metrics", "records", "bytes", "bug")
 
 

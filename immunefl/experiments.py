@@ -1,0 +1,199 @@
+"""Experiment files and ``--set`` overrides -> validated run configs (the host tools' side).
+
+`resolve_config` layers a YAML file (and one of its presets) and ``key=value`` overrides on the
+schema's defaults and validates the result with every check there is (`CHECKS`: the task's
+own, the rules' and the attacks'); `expand_sweep` does the same for every point of a file
+with list values.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from task.runconfig import RunConfig
+from task.schema import ConfigError, Scalar, coerce, load_schema, unknown_key
+from task.validation import validate_config
+
+
+def rule_problems(config: RunConfig) -> list[str]:
+    """The configured aggregation rule's problems (imported late: strategies import flwr)."""
+    from strategies import strategy_problems
+
+    return strategy_problems(config)
+
+
+def attack_problems(config: RunConfig) -> list[str]:
+    """The configured attack's problems (imported late: the attacks import torch)."""
+    if config.attack == "none":
+        return []
+    from attacks import attack_problems as problems
+
+    return problems(config)
+
+
+#: every check beyond the task's own: a run config the host tools accept can run
+CHECKS = (rule_problems, attack_problems)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; raises ConfigError on an item without '='."""
+    out: dict[str, str] = {}
+    bad = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            bad.append(f"override '{item}' is not of the form key=value")
+            continue
+        out[key.strip()] = value.strip()
+    if bad:
+        raise ConfigError(bad)
+    return out
+
+
+def read_yaml_config(path: Path, preset: str | None = None) -> dict[str, Any]:
+    """A flat mapping of run-config keys from a YAML file (no validation yet).
+
+    Two top-level keys are not run-config keys: ``description`` (text for humans and reports)
+    and ``presets``, a mapping ``name -> {key: value}``. With `preset`, that preset's values
+    replace the file's (a list in the file may become a single value, e.g. fewer seeds).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError([f"config file {path} does not exist"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path} is not valid YAML: {exc}"]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path} must be a mapping of key: value"])
+    data.pop("description", None)
+    presets = data.pop(PRESETS_KEY, None) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError([f"{path}: 'presets' must map a preset name to a mapping of keys"])
+    if preset is not None:
+        if preset not in presets:
+            available = ", ".join(presets) or "none"
+            raise ConfigError([f"{path} has no preset '{preset}' (available: {available})"])
+        data.update(presets[preset])
+    return data
+
+
+def config_presets(path: Path) -> list[str]:
+    """Names of the presets a YAML file declares."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return list((data.get(PRESETS_KEY) or {}) if isinstance(data, dict) else [])
+
+
+PRESETS_KEY = "presets"
+VARIANTS_KEY = "variants"
+
+
+def split_sweep(layer: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Separate a YAML layer into fixed values and sweep axes (keys whose value is a list)."""
+    fixed = {k: v for k, v in layer.items() if not isinstance(v, list)}
+    axes = {k: list(v) for k, v in layer.items() if isinstance(v, list)}
+    empty = [k for k, v in axes.items() if not v]
+    if empty:
+        raise ConfigError([f"sweep axis '{k}' is an empty list" for k in empty])
+    return fixed, axes
+
+
+def expand_sweep(
+    yaml_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    schema: Mapping[str, Scalar] | None = None,
+    preset: str | None = None,
+) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
+    """Every point of a sweep: ``(the point's varying values, its full validated config)``.
+
+    A list value in the YAML file is a sweep axis; ``variants:`` is a list of mappings, each a
+    set of keys that vary together (e.g. one defense = strategy + its parameter). The points are
+    the cartesian product of the variants and the axes, in file order (a file without lists is
+    a one-point sweep). All points are validated before any run, and every problem of every
+    point is reported at once.
+
+    An override (``--set``) of a sweep axis replaces the axis by its one value (``--set seed=1``
+    on ``seed: [0, 1, 2]`` runs seed 1 only), so a point's name never disagrees with its config.
+    An override of a key that ``variants`` vary is an error: it would make every variant the same.
+    """
+    schema = dict(schema if schema is not None else load_schema())
+    layer = read_yaml_config(Path(yaml_path), preset) if yaml_path is not None else {}
+    fixed, axes = split_sweep(layer)
+    variants = axes.pop(VARIANTS_KEY, [{}])
+    problems = [f"{yaml_path}: {unknown_key(k, schema)}" for k in axes if k not in schema]
+    for v in variants:
+        if not isinstance(v, dict):
+            problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {v!r}")
+            continue
+        problems += [
+            f"{yaml_path}: variants: {unknown_key(k, schema)}" for k in v if k not in schema
+        ]
+    overrides = dict(overrides or {})
+    for key in [k for k in axes if k in overrides]:
+        del axes[key]  # the override is the axis's one value
+    varied = sorted({k for v in variants if isinstance(v, dict) for k in v} & set(overrides))
+    problems += [f"--set {k}: '{k}' is what the sweep's variants vary; edit {yaml_path} or "
+                 f"choose a preset instead" for k in varied]  # fmt: skip
+    if problems:
+        raise ConfigError(problems)
+    points = []
+    for variant, values in itertools.product(variants, itertools.product(*axes.values())):
+        point = {**variant, **dict(zip(axes, values, strict=True))}
+        try:
+            config = resolve_config(None, {**fixed, **point, **overrides}, schema)
+            points.append((point, config))
+        except ConfigError as exc:
+            label = ", ".join(f"{k}={v}" for k, v in point.items()) or "the config"
+            problems.extend(f"[{label}] {p}" for p in exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return points
+
+
+def is_sweep(yaml_path: Path | None, preset: str | None = None) -> bool:
+    """Whether the YAML file (with `preset`) has sweep axes (list values or ``variants``)."""
+    if yaml_path is None:
+        return False
+    return bool(split_sweep(read_yaml_config(Path(yaml_path), preset))[1])
+
+
+def resolve_config(
+    yaml_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    schema: Mapping[str, Scalar] | None = None,
+    preset: str | None = None,
+) -> dict[str, Scalar]:
+    """Defaults <- YAML file (<- its `preset`) <- overrides, type-coerced and validated."""
+    schema = dict(schema if schema is not None else load_schema())
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if yaml_path is not None:
+        layer = read_yaml_config(Path(yaml_path), preset)
+        _, axes = split_sweep(layer)
+        if axes:
+            raise ConfigError(
+                [f"{yaml_path} sweeps {', '.join(axes)} (list values); run it with "
+                 "`immunefl sweep`, or give single values"]
+            )  # fmt: skip
+        layers.append((str(yaml_path), layer))
+    if overrides:
+        layers.append(("--set", overrides))
+    config = dict(schema)
+    problems: list[str] = []
+    for origin, layer in layers:
+        for key, value in layer.items():
+            if key not in schema:
+                problems.append(f"{origin}: {unknown_key(key, schema)}")
+                continue
+            try:
+                config[key] = coerce(key, value, schema[key])
+            except ValueError as exc:
+                problems.append(f"{origin}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return validate_config(config, schema, CHECKS)
