@@ -23,12 +23,20 @@ import torch
 from attacks.adaptive import predicted_mask, rescale_to_mask
 from attacks.alie import ALIE
 from attacks.backdoor import Backdoor
-from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
+from attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    flatten_update,
+    state_from_update,
+)
 from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
+from task.params import config_params, declared, is_ref, load_ref
 from task.runconfig import RunConfig
+from task.schema import ConfigError
 
 ROLES = ("benign", "malicious")
 
@@ -44,6 +52,11 @@ class AttackSpec:
         return self.cls(config, **self.kwargs)
 
     def problems(self, config: RunConfig) -> list[str]:
+        """Its ``PARAMS``' problems (typed, checked), then the class's own checks."""
+        try:
+            config_params(self.cls, config)
+        except ConfigError as exc:
+            return list(exc.problems)
         return self.cls.config_problems(config)
 
 
@@ -71,14 +84,33 @@ __all__ = [
 ]
 
 
+def attack_spec(name: str) -> AttackSpec:
+    """The attack an ``attack`` value names: a built-in, or a plugin ``package.module:Class``
+    (a subclass of `Attack`); ValueError listing the valid names otherwise."""
+    if name in ATTACKS:
+        return ATTACKS[name]
+    if not is_ref(name):
+        raise ValueError(
+            f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}, or package.module:Class "
+            "for an attack of your own"
+        )
+    cls = load_ref(name, "attack")
+    if not (isinstance(cls, type) and issubclass(cls, Attack)):
+        raise ValueError(f"'attack' {name!r} is not a subclass of attacks.Attack")
+    declared(cls)
+    return AttackSpec(cls)
+
+
 def attack_problems(config: RunConfig) -> list[str]:
     """Problems with the configured attack (name and hyper-parameters)."""
     name = config.attack
     if name == "none":
         return []
-    if name not in ATTACKS:
-        return [f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}"]
-    problems = ATTACKS[name].problems(config)
+    try:
+        spec = attack_spec(name)
+    except (ValueError, TypeError) as exc:
+        return [str(exc)]
+    problems = spec.problems(config)
     if config.attack_boost_mode not in BOOST_MODES:
         problems.append(
             f"'attack-boost-mode' is '{config.attack_boost_mode}'; valid: " + ", ".join(BOOST_MODES)
@@ -110,7 +142,7 @@ def craft_malicious(ctx: AttackContext) -> State:
     config = ctx.config
     if config.attack_boost_mode == "weight":
         config = dataclasses.replace(config, attack_boost=1.0)
-    attack = ATTACKS[config.attack].build(config)
+    attack = attack_spec(config.attack).build(config)
     if config.attack_collude:
         indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values
         generator = ctx.generator("attack-collude")

@@ -2,9 +2,11 @@
 and update arithmetic (the state <-> update vector conversion itself is `task.statevec`,
 re-exported here).
 
-An attack is a subclass of `Attack` with three hooks: ``config_problems(config)`` (every problem
-with its run-config keys, before anything starts), ``__init__(config)`` (read them) and
-``craft(ctx, indices, generator) -> state`` (the model state the malicious node sends). The
+An attack is a subclass of `Attack` that declares its hyper-parameters in ``PARAMS``
+(`task.params.Param`; their checked values are ``self.params``, by argument name) and has up to
+three hooks: ``config_problems(config)`` (problems that need more than one key, before anything
+starts), ``__init__(config)`` and ``craft(ctx, indices, generator) -> state`` (the model state the
+malicious node sends). A plugin attack (``attack = "package.module:Class"``) is the same. The
 ClientApp builds the `AttackContext`; modifiers (``attack-collude``, ``attack-adaptive``) choose
 ``indices`` and ``generator`` and post-process what `craft` returns (`attacks.craft_malicious`).
 """
@@ -14,12 +16,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from task.data import Dataset
+from task.params import Param, config_params
 from task.runconfig import RunConfig
 from task.seeding import torch_generator
 from task.statevec import State, flatten_update, float_keys, state_from_update
@@ -117,8 +120,12 @@ class Attack(ABC):
     ([], {})
     """
 
+    #: the attack's own hyper-parameters (`task.params.Param`); values in ``self.params``
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+
     def __init__(self, config: RunConfig) -> None:
         self.config = config
+        self.params = config_params(type(self), config) if isinstance(config, RunConfig) else {}
 
     @staticmethod
     def config_problems(config: RunConfig) -> list[str]:

@@ -1,9 +1,13 @@
 """Server-side aggregation strategies (Flower Message API) and their registry.
 
-`STRATEGIES` maps the run-config value of ``strategy`` to a class that implements
-`ConfigurableStrategy`: ``config_problems(config)`` (every problem with its hyper-parameters,
-before anything starts) and ``from_config(config, select_nodes)`` (the Flower strategy);
-`build_strategy` looks names up and raises an error listing the valid ones.
+`STRATEGIES` maps the run-config value of ``strategy`` to a rule class; a value of the form
+``package.module:Class`` names a rule of your own (a plugin: a subclass of `ImmuneFedAvg` that
+overrides ``aggregate_updates`` and declares its hyper-parameters in ``PARAMS``; see
+docs/plugins.md). Every rule follows the same contract (`strategies.contract`):
+``config_problems(config)`` lists every problem with its hyper-parameters before anything
+starts, ``from_config(config, select_nodes)`` builds the Flower strategy for a run, and the
+constructor takes the hyper-parameters as keywords, so each rule also drops into your own
+Flower ServerApp (docs/flower-apps.md).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Protocol
 
 from flwr.serverapp.strategy import Strategy
 
-from strategies.fedavg import ImmuneFedAvg, NodeSelector
+from strategies.contract import NodeSelector, RuleContract
+from strategies.fedavg import ImmuneFedAvg
 from strategies.flower_rules import BulyanStrategy, DPFixedClipping, KrumStrategy, MultiKrumStrategy
 from strategies.robust import (
     CDPStrategy,
@@ -22,6 +27,7 @@ from strategies.robust import (
     SignSGDStrategy,
     TrimmedMeanStrategy,
 )
+from task.params import declared, is_ref, load_ref
 from task.runconfig import RunConfig
 
 
@@ -38,7 +44,7 @@ class ConfigurableStrategy(Protocol):
 
 
 #: run-config value of ``strategy`` -> its class
-STRATEGIES: dict[str, ConfigurableStrategy] = {
+STRATEGIES: dict[str, type[RuleContract]] = {
     "fedavg": ImmuneFedAvg,
     "median": MedianStrategy,
     "trimmed-mean": TrimmedMeanStrategy,
@@ -54,25 +60,51 @@ STRATEGIES: dict[str, ConfigurableStrategy] = {
 
 __all__ = [
     "STRATEGIES",
+    "BulyanStrategy",
+    "CDPStrategy",
     "ConfigurableStrategy",
+    "DPFixedClipping",
     "ImmuneFedAvg",
+    "InvariantStrategy",
+    "KrumStrategy",
+    "MedianStrategy",
+    "MultiKrumStrategy",
     "NodeSelector",
+    "RLRStrategy",
+    "SignSGDStrategy",
+    "TrimmedMeanStrategy",
     "build_strategy",
+    "strategy_class",
     "strategy_problems",
 ]
 
 
+def strategy_class(name: str) -> type[RuleContract]:
+    """The rule a ``strategy`` value names: a built-in, or a plugin ``package.module:Class``
+    (which must subclass `ImmuneFedAvg`); ValueError listing the valid names otherwise."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if not is_ref(name):
+        raise ValueError(
+            f"'strategy' is '{name}'; valid: {', '.join(STRATEGIES)}, or package.module:Class "
+            "for a rule of your own"
+        )
+    cls = load_ref(name, "strategy")
+    if not (isinstance(cls, type) and issubclass(cls, ImmuneFedAvg)):
+        raise ValueError(f"'strategy' {name!r} is not a subclass of strategies.ImmuneFedAvg")
+    declared(cls)  # a malformed PARAMS is the plugin author's error, named now
+    return cls
+
+
 def strategy_problems(config: RunConfig) -> list[str]:
     """Problems with the configured strategy's name or hyper-parameters."""
-    name = config.strategy
-    if name not in STRATEGIES:
-        return [f"'strategy' is '{name}'; valid: {', '.join(STRATEGIES)}"]
-    return STRATEGIES[name].config_problems(config)
+    try:
+        cls = strategy_class(config.strategy)
+    except (ValueError, TypeError) as exc:
+        return [str(exc)]
+    return cls.config_problems(config)
 
 
 def build_strategy(config: RunConfig, select_nodes: NodeSelector) -> Strategy:
     """Instantiate the strategy named by ``config.strategy``."""
-    name = config.strategy
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy '{name}'; valid: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name].from_config(config, select_nodes)
+    return strategy_class(config.strategy).from_config(config, select_nodes)

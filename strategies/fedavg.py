@@ -19,15 +19,15 @@ What every rule inherits:
   ``W_global + server_lr * g~``. FedAvg's rule is the example-weighted mean.
 - **Diagnostics** (aggregation wall time and what the rule reports) join the round's metrics.
 
-Subclasses override `aggregate_updates` only (and `from_config`/`config_problems` for their
-hyper-parameters).
+Subclasses override `aggregate_updates` only, declare their hyper-parameters in ``PARAMS`` and
+take them as keyword arguments (`strategies.contract`): that is the whole plugin contract.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from logging import WARNING
+from collections.abc import Iterable
+from logging import INFO, WARNING
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from strategies.contract import NodeSelector, RuleContract
 from strategies.mean import weighted_mean
 from strategies.updates import (
     EVAL_PREFIX,
@@ -54,19 +55,26 @@ from strategies.updates import (
 from task import messages as M
 from task.runconfig import RunConfig
 
-NodeSelector = Callable[[int], list[int]]
 Diagnostics = dict[str, float | list[float]]
 
 
-class ImmuneFedAvg(FedAvg):
+class ImmuneFedAvg(RuleContract, FedAvg):
     """Federated Averaging (McMahan et al., 2017) with screening, on pseudo-gradients.
+
+    Built like Flower's `FedAvg` in your own ServerApp (``ImmuneFedAvg()`` or a rule such as
+    ``TrimmedMeanStrategy(beta=0.2, fraction_train=0.5)``), or by immunefl's ServerApp with
+    ``select_nodes`` (`from_config`).
 
     Parameters
     ----------
-    select_nodes : callable
-        ``select_nodes(server_round)`` returns the node ids to train in that round.
-    federated_eval : bool
-        Also evaluate on the round's participants (client-side evaluation).
+    select_nodes : callable, optional
+        ``select_nodes(server_round)`` returns the node ids to train in that round (immunefl's
+        seeded scenario). Without it, nodes are sampled as Flower's FedAvg samples them, from
+        ``fraction_train`` / ``fraction_evaluate`` of the connected nodes, waiting for
+        ``min_available_nodes`` (and ``min_train_nodes`` / ``min_evaluate_nodes``).
+    federated_eval : bool, optional
+        Client-side evaluation on the round's participants. Default: on when nodes are sampled
+        by Flower's rule and ``fraction_evaluate`` > 0, off with ``select_nodes``.
     min_replies : int
         Fewest accepted replies a round needs to update the model.
     max_update_norm : float
@@ -78,31 +86,66 @@ class ImmuneFedAvg(FedAvg):
     weight_cap_ratio : float
         A claimed example count is capped at this many times the round's median claim
         (`strategies.updates.cap_weights`).
+    fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes :
+        Flower's sampling arguments (used without ``select_nodes``; with it, refused unless left
+        at their defaults, so that nothing is silently ignored).
+    weighted_by_key, arrayrecord_key, configrecord_key :
+        Flower's record names; replies are screened against ``num-examples``, ``arrays`` and
+        ``metrics``, so other values are refused.
     """
 
     def __init__(
         self,
-        select_nodes: NodeSelector,
-        federated_eval: bool = False,
+        select_nodes: NodeSelector | None = None,
+        *,
+        federated_eval: bool | None = None,
         min_replies: int = 1,
         max_update_norm: float = 0.0,
         server_lr: float = 1.0,
         device: str = "auto",
         weight_cap_ratio: float = 2.0,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = M.WEIGHT,
+        arrayrecord_key: str = M.ARRAYS,
+        configrecord_key: str = M.CONFIG,
     ) -> None:
-        # Flower's sampling fractions are not ours (`select_nodes` chooses the round's nodes),
-        # and with fraction_evaluate 0.0 Flower's FedAvg would warn that federated evaluation
-        # is skipped, which `federated-eval` already says: our own flag decides
+        sampling = (fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes,
+                    min_available_nodes)  # fmt: skip
+        if select_nodes is not None and sampling != (1.0, 1.0, 2, 2, 2):
+            raise ValueError(
+                "Flower's sampling arguments (fraction_*, min_*_nodes) choose nodes only "
+                "without select_nodes; with select_nodes they would be ignored"
+            )
+        names = {"weighted_by_key": (weighted_by_key, M.WEIGHT),
+                 "arrayrecord_key": (arrayrecord_key, M.ARRAYS),
+                 "configrecord_key": (configrecord_key, M.CONFIG)}  # fmt: skip
+        for arg, (value, ours) in names.items():
+            if value != ours:
+                raise ValueError(f"{arg}={value!r}: replies are screened against {ours!r}")
+        if not 0.0 <= fraction_train <= 1.0 or not 0.0 <= fraction_evaluate <= 1.0:
+            raise ValueError("fraction_train and fraction_evaluate must be in [0, 1]")
+        if federated_eval is None:
+            federated_eval = select_nodes is None and fraction_evaluate > 0
+        # Flower's FedAvg would warn that federated evaluation is skipped when
+        # fraction_evaluate is 0.0; our own flag decides, so Flower's stays positive
         super().__init__(
-            fraction_train=1.0,
-            fraction_evaluate=1.0,
-            min_train_nodes=1,
-            min_evaluate_nodes=1 if federated_eval else 0,
-            min_available_nodes=1,
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate if fraction_evaluate > 0 else 1.0,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes if federated_eval else 0,
+            min_available_nodes=min_available_nodes,
         )
-        self.federated_eval = federated_eval
         from task.training import resolve_device
 
+        if int(min_replies) < 1:
+            raise ValueError(f"min_replies must be >= 1, got {min_replies}")
+        if not float(weight_cap_ratio) >= 1:
+            raise ValueError(f"weight_cap_ratio must be >= 1, got {weight_cap_ratio}")
+        self.federated_eval = bool(federated_eval)
         self.select_nodes = select_nodes
         self.min_replies = int(min_replies)
         self.max_update_norm = float(max_update_norm)
@@ -110,6 +153,7 @@ class ImmuneFedAvg(FedAvg):
         self.device = resolve_device(device)
         self.weight_cap_ratio = float(weight_cap_ratio)
         self._last_train_nodes: list[int] = []
+        self._last_eval_nodes: list[int] = []
         self._global: ArrayRecord | None = None
         #: example counts the nodes reported at discovery (node id -> count): claims are capped
         self.reported_sizes: dict[int, float] = {}
@@ -118,6 +162,18 @@ class ImmuneFedAvg(FedAvg):
         self.last_eval = Screened()
         #: set while a wrapper (dp-fixed) hands back copies of replies this strategy screened
         self.resubmission = False
+
+    def summary(self) -> None:
+        """Log what this strategy does (Flower's `start` calls it), not Flower's defaults."""
+        how = ("select_nodes (the scenario's seeded choice)" if self.select_nodes is not None
+               else f"Flower's sampling: fraction_train {self.fraction_train}, "
+                    f"min_available_nodes {self.min_available_nodes}")  # fmt: skip
+        log(INFO, "\t├──> %s: nodes by %s", type(self).__name__, how)
+        log(INFO, "\t├──> client-side evaluation: %s", "on" if self.federated_eval else "off")
+        params = ", ".join(f"{p.arg}={getattr(self, p.arg, p.default)!r}" for p in self.PARAMS)
+        log(INFO, "\t└──> screening: min_replies %d, max_update_norm %g, weight_cap_ratio %g%s",
+            self.min_replies, self.max_update_norm, self.weight_cap_ratio,
+            f"; {params}" if params else "")  # fmt: skip
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -130,16 +186,6 @@ class ImmuneFedAvg(FedAvg):
             "device": config.device,
             "weight_cap_ratio": config.weight_cap_ratio,
         }
-
-    @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        """Build from a validated run config (subclasses add their own keys)."""
-        return cls(select_nodes, **cls.base_kwargs(config))
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        """Problems with this rule's hyper-parameters for `config` (checked before round 1)."""
-        return []
 
     # ----------------------------------------------------------------- configure
     def _messages(
@@ -157,8 +203,13 @@ class ImmuneFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One TRAIN message per node chosen by `select_nodes` for this round."""
+        """One TRAIN message per node chosen by `select_nodes` for this round (or sampled as
+        Flower's FedAvg samples them, waiting for enough nodes, without it)."""
         self._global = arrays
+        if self.select_nodes is None:
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            self._last_train_nodes = [m.metadata.dst_node_id for m in messages]
+            return messages
         self._last_train_nodes = list(self.select_nodes(server_round))
         return self._messages(
             server_round, arrays, config, self._last_train_nodes, MessageType.TRAIN
@@ -167,9 +218,15 @@ class ImmuneFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Client-side evaluation (when enabled) on the round's training participants."""
+        """Client-side evaluation (when enabled): on the round's training participants with
+        `select_nodes`, else on nodes sampled as Flower's FedAvg samples them."""
         if not self.federated_eval:
             return []
+        if self.select_nodes is None:
+            messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+            self._last_eval_nodes = [m.metadata.dst_node_id for m in messages]
+            return messages
+        self._last_eval_nodes = list(self._last_train_nodes)
         return self._messages(
             server_round, arrays, config, self._last_train_nodes, MessageType.EVALUATE
         )
@@ -246,7 +303,7 @@ class ImmuneFedAvg(FedAvg):
         out = Screened()
         claims: list[float] = []
         seen: set[int] = set()
-        expected = None if self.resubmission else set(self._last_train_nodes)
+        expected = None if self.resubmission else set(self._last_eval_nodes)
         for msg in self._ordered(replies):
             node = msg.metadata.src_node_id
             if problem := sender_problem(node, seen, expected):

@@ -38,25 +38,28 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
-from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
+from strategies.contract import NodeSelector, RuleContract
+from strategies.fedavg import Diagnostics, ImmuneFedAvg
 from strategies.updates import Layout, Screened, mean_client_metrics
+from task.params import Param, check_kwargs, config_params
 from task.runconfig import RunConfig
 from task.seeding import derive_seed
 
 
 class FlowerRuleStrategy(ImmuneFedAvg):
-    """Screen replies here, aggregate them with a Flower strategy's rule."""
+    """Screen replies here, aggregate them with a Flower strategy's rule (`flower_rule`)."""
 
-    def __init__(self, select_nodes: NodeSelector, rule: FedAvg, **kwargs: Any) -> None:
-        super().__init__(select_nodes, **kwargs)
-        self.rule = rule
+    def flower_rule(self) -> FedAvg:
+        """The Flower strategy whose ``aggregate_train`` aggregates the screened replies."""
+        raise NotImplementedError
 
     def aggregate_accepted(
         self, server_round: int, screened: Screened
     ) -> tuple[ArrayRecord, Diagnostics]:
-        arrays, _ = self.rule.aggregate_train(server_round, screened.sanitized(MessageType.TRAIN))
+        rule = self.flower_rule()
+        arrays, _ = rule.aggregate_train(server_round, screened.sanitized(MessageType.TRAIN))
         if arrays is None:
-            raise ValueError(f"{type(self.rule).__name__} returned no model")
+            raise ValueError(f"{type(rule).__name__} returned no model")
         return in_model_layout(arrays, self._global, screened), {"n": len(screened)}
 
 
@@ -78,21 +81,26 @@ def in_model_layout(arrays: ArrayRecord, global_arrays: ArrayRecord, screened: S
     return ArrayRecord(state)
 
 
-def _f(config: RunConfig) -> int:
-    return config.krum_f
+KRUM_F = Param("krum-f", "f", 1, "assumed number of malicious clients", low=0)
 
 
 class KrumStrategy(FlowerRuleStrategy):
     """Flower `Krum` (Blanchard et al., 2017): needs n > 2f + 2."""
 
-    @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, Krum(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
+    PARAMS = (KRUM_F,)
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, f: int = 1,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(select_nodes, **kwargs)
+        self.set_params(f=f)
+
+    def flower_rule(self) -> FedAvg:
+        return Krum(num_malicious_nodes=self.f)
 
     @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        n, f = config.clients_per_round, _f(config)
-        if f < 0 or n <= 2 * f + 2:
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        n, f = config.clients_per_round, values["f"]
+        if n <= 2 * f + 2:
             return [f"'krum-f' {f}: Krum needs clients-per-round > 2*f + 2 (got {n})"]
         return []
 
@@ -100,16 +108,21 @@ class KrumStrategy(FlowerRuleStrategy):
 class MultiKrumStrategy(KrumStrategy):
     """Flower `MultiKrum`: average the ``multikrum-m`` updates Krum scores best."""
 
-    @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        rule = MultiKrum(num_malicious_nodes=_f(config), num_nodes_to_select=config.multikrum_m)
-        return cls(select_nodes, rule, **cls.base_kwargs(config))
+    PARAMS = (KRUM_F, Param("multikrum-m", "m", 5, "updates averaged", low=1))
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, f: int = 1, m: int = 5,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(select_nodes, f=f, **kwargs)
+        self.set_params(m=m)
+
+    def flower_rule(self) -> FedAvg:
+        return MultiKrum(num_malicious_nodes=self.f, num_nodes_to_select=self.m)
 
     @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        problems = super().config_problems(config)
-        m, n = config.multikrum_m, config.clients_per_round
-        if not 1 <= m <= n:
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        problems = super().round_problems(values, config)
+        m, n = values["m"], config.clients_per_round
+        if m > n:
             problems.append(f"'multikrum-m' must be in [1, clients-per-round={n}], got {m}")
         return problems
 
@@ -117,42 +130,50 @@ class MultiKrumStrategy(KrumStrategy):
 class BulyanStrategy(FlowerRuleStrategy):
     """Flower `Bulyan` (El Mhamdi et al., 2018): needs n >= 4f + 3."""
 
-    @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, Bulyan(num_malicious_nodes=_f(config)), **cls.base_kwargs(config))
+    PARAMS = (KRUM_F,)
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, f: int = 1,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(select_nodes, **kwargs)
+        self.set_params(f=f)
+
+    def flower_rule(self) -> FedAvg:
+        return Bulyan(num_malicious_nodes=self.f)
 
     @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        n, f = config.clients_per_round, _f(config)
-        if f < 0 or n < 4 * f + 3:
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        n, f = config.clients_per_round, values["f"]
+        if n < 4 * f + 3:
             return [f"'krum-f' {f}: Bulyan needs clients-per-round >= 4*f + 3 (got {n})"]
         return []
 
 
-class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
-    """Flower's server-side fixed-clipping central DP around `ImmuneFedAvg`, screened first."""
+class DPFixedClipping(RuleContract, DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed-clipping central DP around `ImmuneFedAvg`, screened first.
+
+    Built by hand as Flower's wrapper is: ``DPFixedClipping(ImmuneFedAvg(), noise_multiplier=1.0,
+    clipping_norm=1.0, num_sampled_clients=10)``.
+    """
 
     strategy: ImmuneFedAvg
+    PARAMS = (
+        Param("dp-noise-multiplier", "noise_multiplier", 1.0, "Gaussian noise multiplier",
+              low=0.0),
+        Param("dp-clip", "clipping_norm", 1.0, "L2 clipping norm", low=0.0, low_open=True),
+    )  # fmt: skip
+
+    def __init__(self, strategy: ImmuneFedAvg, noise_multiplier: float = 1.0,
+                 clipping_norm: float = 1.0, num_sampled_clients: int = 10) -> None:  # fmt: skip
+        checked = check_kwargs(type(self), {"noise_multiplier": noise_multiplier,
+                                            "clipping_norm": clipping_norm})  # fmt: skip
+        super().__init__(strategy, num_sampled_clients=num_sampled_clients, **checked)
 
     @classmethod
     def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> DPFixedClipping:
         inner = ImmuneFedAvg(select_nodes, **ImmuneFedAvg.base_kwargs(config))
+        params = config_params(cls, config)
         np.random.seed(derive_seed(config.seed, "flower-dp-noise") % 2**32)
-        return cls(
-            inner,
-            noise_multiplier=config.dp_noise_multiplier,
-            clipping_norm=config.dp_clip,
-            num_sampled_clients=config.clients_per_round,
-        )
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        problems = []
-        if not config.dp_clip > 0:
-            problems.append(f"'dp-clip' must be > 0, got {config.dp_clip}")
-        if not config.dp_noise_multiplier >= 0:
-            problems.append(f"'dp-noise-multiplier' must be >= 0, got {config.dp_noise_multiplier}")
-        return problems
+        return cls(inner, num_sampled_clients=config.clients_per_round, **params)
 
     @property
     def last_screened(self) -> Screened:

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from strategies.cdp import central_dp_aggregate
-from strategies.fedavg import Diagnostics, ImmuneFedAvg, NodeSelector
+from strategies.contract import NodeSelector
+from strategies.fedavg import Diagnostics, ImmuneFedAvg
 from strategies.invariant import invariant_aggregate_with_mask
 from strategies.mean import weighted_mean
 from strategies.median import coordinate_median
 from strategies.rlr import robust_lr_sign
 from strategies.signsgd import majority_vote
 from strategies.trimmed_mean import trim_count, trimmed_mean
+from task.params import Param
 from task.runconfig import RunConfig
 from task.seeding import torch_generator
 
 
 def _n(config: RunConfig) -> int:
     return config.clients_per_round
+
+
+def _trim_problem(key: str, value: float, config: RunConfig) -> list[str]:
+    try:
+        trim_count(_n(config), value)
+    except ValueError as exc:
+        return [f"'{key}' {value} with clients-per-round {_n(config)}: {exc}"]
+    return []
 
 
 class MedianStrategy(ImmuneFedAvg):
@@ -35,21 +44,19 @@ class MedianStrategy(ImmuneFedAvg):
 class TrimmedMeanStrategy(ImmuneFedAvg):
     """Coordinate-wise trimmed mean, ``trim-beta`` per side (`strategies.trimmed_mean`)."""
 
-    def __init__(self, select_nodes: NodeSelector, beta: float, **kwargs: Any) -> None:
+    PARAMS = (
+        Param("trim-beta", "beta", 0.1, "fraction trimmed per side (Def. 9: ceil(beta*n))",
+              low=0.0, high=0.5, high_open=True),
+    )  # fmt: skip
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, beta: float = 0.1,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(select_nodes, **kwargs)
-        self.beta = beta
+        self.set_params(beta=beta)
 
     @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, config.trim_beta, **cls.base_kwargs(config))
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        try:
-            trim_count(_n(config), config.trim_beta)
-        except ValueError as exc:
-            return [f"'trim-beta' {config.trim_beta} with clients-per-round {_n(config)}: {exc}"]
-        return []
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        return _trim_problem("trim-beta", values["beta"], config)
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
@@ -65,33 +72,21 @@ class InvariantStrategy(ImmuneFedAvg):
     ``masked_out_fraction`` (= 1 - mask_density, the coordinates set to zero).
     """
 
-    def __init__(self, select_nodes: NodeSelector, tau: float, alpha: float, **kwargs: Any) -> None:
+    PARAMS = (
+        Param("invariant-tau", "tau", 0.2, "AND-mask threshold on |mean sign|",
+              low=0.0, high=1.0, high_open=True),
+        Param("invariant-alpha", "alpha", 0.25, "trimmed-mean fraction per side",
+              low=0.0, high=0.5, high_open=True),
+    )  # fmt: skip
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, tau: float = 0.2,
+                 alpha: float = 0.25, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(select_nodes, **kwargs)
-        self.tau, self.alpha = tau, alpha
+        self.set_params(tau=tau, alpha=alpha)
 
     @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(
-            select_nodes,
-            config.invariant_tau,
-            config.invariant_alpha,
-            **cls.base_kwargs(config),
-        )
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        problems = []
-        tau = config.invariant_tau
-        if not 0.0 <= tau < 1.0:
-            problems.append(f"'invariant-tau' must be in [0, 1), got {tau}")
-        try:
-            trim_count(_n(config), config.invariant_alpha)
-        except ValueError as exc:
-            problems.append(
-                f"'invariant-alpha' {config.invariant_alpha} with clients-per-round "
-                f"{_n(config)}: {exc}"
-            )
-        return problems
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        return _trim_problem("invariant-alpha", values["alpha"], config)
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
@@ -110,25 +105,27 @@ class InvariantStrategy(ImmuneFedAvg):
 class RLRStrategy(ImmuneFedAvg):
     """Robust learning rate: flip the step where |sum sign| < ``rlr-theta`` (`strategies.rlr`)."""
 
-    def __init__(self, select_nodes: NodeSelector, theta: float, **kwargs: Any) -> None:
+    PARAMS = (
+        Param("rlr-theta", "theta", 4, "min |sum of signs| (a client count) to keep the sign",
+              low=0),
+    )  # fmt: skip
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, theta: int = 4,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(select_nodes, **kwargs)
-        self.theta = theta
+        self.set_params(theta=theta)
 
     @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, float(config.rlr_theta), **cls.base_kwargs(config))
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        theta = float(config.rlr_theta)
-        if not 0 <= theta <= _n(config):
-            return [f"'rlr-theta' must be in [0, clients-per-round={_n(config)}], got {theta}"]
+    def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
+        if values["theta"] > _n(config):
+            return [f"'rlr-theta' must be in [0, clients-per-round={_n(config)}], "
+                    f"got {values['theta']}"]  # fmt: skip
         return []
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
     ) -> tuple[torch.Tensor, Diagnostics]:
-        sign = robust_lr_sign(U, min(self.theta, U.shape[0]))
+        sign = robust_lr_sign(U, min(float(self.theta), U.shape[0]))
         flipped = float((sign < 0).float().mean())
         return sign.mul_(weighted_mean(U, weights)), {"flipped_fraction": flipped}
 
@@ -136,18 +133,13 @@ class RLRStrategy(ImmuneFedAvg):
 class SignSGDStrategy(ImmuneFedAvg):
     """sign-SGD with majority vote; the step is ``signsgd-lr * sign(sum sign(U_i))``."""
 
-    def __init__(self, select_nodes: NodeSelector, lr: float, **kwargs: Any) -> None:
+    PARAMS = (Param("signsgd-lr", "lr", 0.001, "server step per coordinate", low=0.0,
+                    low_open=True),)  # fmt: skip
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, lr: float = 0.001,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(select_nodes, **kwargs)
-        self.lr = lr
-
-    @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(select_nodes, config.signsgd_lr, **cls.base_kwargs(config))
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        lr = config.signsgd_lr
-        return [] if lr > 0 else [f"'signsgd-lr' must be > 0, got {lr}"]
+        self.set_params(lr=lr)
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int
@@ -162,31 +154,22 @@ class CDPStrategy(ImmuneFedAvg):
     The noise has its own stream (``cdp-noise``, keyed by round) derived from the run seed.
     """
 
-    def __init__(
-        self, select_nodes: NodeSelector, clip: float, sigma: float, seed: int, **kwargs: Any
-    ) -> None:
+    PARAMS = (
+        Param("cdp-clip", "clip", 5.0, "L2 clip of each client update", low=0.0, low_open=True),
+        Param("cdp-noise-multiplier", "sigma", 0.02,
+              "z: Laplace noise of std z * cdp-clip / K on the mean of K clipped updates",
+              low=0.0),
+    )  # fmt: skip
+
+    def __init__(self, select_nodes: NodeSelector | None = None, *, clip: float = 5.0,
+                 sigma: float = 0.02, seed: int = 0, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(select_nodes, **kwargs)
-        self.clip, self.sigma, self.seed = clip, sigma, seed
+        self.set_params(clip=clip, sigma=sigma)
+        self.seed = int(seed)
 
     @classmethod
-    def from_config(cls, config: RunConfig, select_nodes: NodeSelector) -> ImmuneFedAvg:
-        return cls(
-            select_nodes,
-            config.cdp_clip,
-            config.cdp_noise_multiplier,
-            config.seed,
-            **cls.base_kwargs(config),
-        )
-
-    @classmethod
-    def config_problems(cls, config: RunConfig) -> list[str]:
-        problems = []
-        if not config.cdp_clip > 0:
-            problems.append(f"'cdp-clip' must be > 0, got {config.cdp_clip}")
-        z = config.cdp_noise_multiplier
-        if not (math.isfinite(z) and z >= 0):
-            problems.append(f"'cdp-noise-multiplier' must be a finite number >= 0, got {z}")
-        return problems
+    def rule_kwargs(cls, config: RunConfig) -> dict[str, Any]:
+        return {**super().rule_kwargs(config), "seed": config.seed}
 
     def aggregate_updates(
         self, U: torch.Tensor, weights: torch.Tensor, server_round: int

@@ -169,7 +169,10 @@ def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_
         assert spec.problems(config) == [], name  # the defaults are valid for every attack
         assert isinstance(spec.build(config), Attack), name
     (problem,) = attack_problems(typed_config(attack="poison"))
-    assert problem == "'attack' is 'poison'; valid: none, " + ", ".join(ATTACKS)
+    assert problem == (
+        "'attack' is 'poison'; valid: none, " + ", ".join(ATTACKS)
+        + ", or package.module:Class for an attack of your own"
+    )
     with pytest.raises(TypeError, match="abstract"):
         Attack(config)  # craft is a required hook
 

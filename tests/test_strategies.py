@@ -163,7 +163,9 @@ def test_dp_fixed_wrapper_screens_then_clips_and_adds_noise() -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"strategy": "trimmed-mean", "trim-beta": "0.5"}, "'trim-beta' 0.5"),
+        ({"strategy": "trimmed-mean", "trim-beta": "0.5"}, "'trim-beta' must be in [0, 0.5)"),
+        ({"strategy": "trimmed-mean", "trim-beta": "0.45", "clients-per-round": "2"},
+         "'trim-beta' 0.45"),
         ({"strategy": "invariant", "invariant-tau": "1.0"}, "'invariant-tau' must be in [0, 1)"),
         (
             {"strategy": "invariant", "invariant-alpha": "0.45", "clients-per-round": "2"},
@@ -172,7 +174,7 @@ def test_dp_fixed_wrapper_screens_then_clips_and_adds_noise() -> None:
         ({"strategy": "krum", "krum-f": "4"}, "Krum needs clients-per-round > 2*f + 2"),
         ({"strategy": "bulyan", "krum-f": "2"}, "Bulyan needs"),
         ({"strategy": "rlr", "rlr-theta": "11"}, "'rlr-theta'"),
-        ({"strategy": "cdp", "cdp-clip": "0"}, "'cdp-clip' must be > 0"),
+        ({"strategy": "cdp", "cdp-clip": "0"}, "'cdp-clip' must be in (0, inf)"),
         ({"min-replies": "11"}, "'min-replies' (11)"),
         ({"max-update-norm": "-1"}, "'max-update-norm'"),
     ],
