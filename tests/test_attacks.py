@@ -170,7 +170,8 @@ def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_
         assert isinstance(spec.build(config), Attack), name
     (problem,) = attack_problems(typed_config(attack="poison"))
     assert problem == (
-        "'attack' is 'poison'; valid: none, " + ", ".join(ATTACKS)
+        "'attack' is 'poison'; valid: none, "
+        + ", ".join(ATTACKS)
         + ", or package.module:Class for an attack of your own"
     )
     with pytest.raises(TypeError, match="abstract"):

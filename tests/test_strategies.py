@@ -164,8 +164,10 @@ def test_dp_fixed_wrapper_screens_then_clips_and_adds_noise() -> None:
     ("overrides", "needle"),
     [
         ({"strategy": "trimmed-mean", "trim-beta": "0.5"}, "'trim-beta' must be in [0, 0.5)"),
-        ({"strategy": "trimmed-mean", "trim-beta": "0.45", "clients-per-round": "2"},
-         "'trim-beta' 0.45"),
+        (
+            {"strategy": "trimmed-mean", "trim-beta": "0.45", "clients-per-round": "2"},
+            "'trim-beta' 0.45",
+        ),
         ({"strategy": "invariant", "invariant-tau": "1.0"}, "'invariant-tau' must be in [0, 1)"),
         (
             {"strategy": "invariant", "invariant-alpha": "0.45", "clients-per-round": "2"},
