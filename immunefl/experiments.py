@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from task.params import declared, dump_plugin_params, is_ref, parse_plugin_params
 from task.runconfig import RunConfig
 from task.schema import ConfigError, Scalar, coerce, load_schema, unknown_key
 from task.validation import validate_config
@@ -36,8 +37,56 @@ def attack_problems(config: RunConfig) -> list[str]:
     return problems(config)
 
 
-#: every check beyond the task's own: a run config the host tools accept can run
-CHECKS = (rule_problems, attack_problems)
+def plugin_problems(config: RunConfig) -> list[str]:
+    """Problems with ``plugin-params`` (`server_app.checks.plugin_params_problems`)."""
+    if not config.plugin_params:
+        return []
+    from server_app.checks import plugin_params_problems
+
+    return plugin_params_problems(config)
+
+
+#: every check beyond the task's own, as the ServerApp runs them (`server_app.checks.CHECKS`),
+#: imported late: a run config the host tools accept can run
+CHECKS = (rule_problems, attack_problems, plugin_problems)
+
+
+def plugin_class(kind: str, ref: str) -> type | None:
+    """The plugin class a ``strategy``/``attack`` value names, or None when it is a built-in
+    or cannot be loaded (the checks then say why)."""
+    if not (isinstance(ref, str) and is_ref(ref)):
+        return None
+    try:
+        if kind == "strategy":
+            from strategies import strategy_class
+
+            return strategy_class(ref)
+        from attacks import attack_spec
+
+        return attack_spec(ref).cls
+    except (ValueError, TypeError):
+        return None
+
+
+def plugin_keys(
+    named: Iterable[tuple[str, Any]], schema: Mapping[str, Scalar]
+) -> dict[str, Scalar]:
+    """``key -> default`` of the hyper-parameters that the plugins among `named` (pairs of
+    ``strategy``/``attack`` and a value) declare beyond the schema's keys."""
+    keys: dict[str, Scalar] = {}
+    for kind, value in named:
+        cls = plugin_class(kind, value)
+        for p in declared(cls) if cls is not None else ():
+            if p.key not in schema:
+                keys[p.key] = p.default
+    return keys
+
+
+def fold_plugin_params(config: dict[str, Scalar], values: Mapping[str, Scalar]) -> None:
+    """Put a plugin's hyper-parameter values into ``plugin-params`` (what Flower carries)."""
+    if values:
+        merged = {**parse_plugin_params(str(config.get("plugin-params", ""))), **values}
+        config["plugin-params"] = dump_plugin_params(merged)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -126,13 +175,17 @@ def expand_sweep(
     layer = read_yaml_config(Path(yaml_path), preset) if yaml_path is not None else {}
     fixed, axes = split_sweep(layer)
     variants = axes.pop(VARIANTS_KEY, [{}])
-    problems = [f"{yaml_path}: {unknown_key(k, schema)}" for k in axes if k not in schema]
+    sources = (fixed, overrides or {}, *[x for x in variants if isinstance(x, dict)])
+    named = [(k, v) for source in sources for k, v in source.items() if k in ("strategy", "attack")]
+    named += [(k, v) for k in ("strategy", "attack") for v in axes.get(k, [])]
+    known = {**schema, **plugin_keys(named, schema)}
+    problems = [f"{yaml_path}: {unknown_key(k, schema)}" for k in axes if k not in known]
     for v in variants:
         if not isinstance(v, dict):
             problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {v!r}")
             continue
         problems += [
-            f"{yaml_path}: variants: {unknown_key(k, schema)}" for k in v if k not in schema
+            f"{yaml_path}: variants: {unknown_key(k, schema)}" for k in v if k not in known
         ]
     overrides = dict(overrides or {})
     for key in [k for k in axes if k in overrides]:
@@ -184,16 +237,22 @@ def resolve_config(
     if overrides:
         layers.append(("--set", overrides))
     config = dict(schema)
+    # a plugin rule's or attack's own keys (of the plugin in use) travel in plugin-params
+    final = {k: v for _, layer in layers for k, v in layer.items() if k in ("strategy", "attack")}
+    extra = plugin_keys(final.items(), schema)
+    plugin_values: dict[str, Scalar] = {}
     problems: list[str] = []
     for origin, layer in layers:
         for key, value in layer.items():
-            if key not in schema:
+            target = config if key in schema else plugin_values if key in extra else None
+            if target is None:
                 problems.append(f"{origin}: {unknown_key(key, schema)}")
                 continue
             try:
-                config[key] = coerce(key, value, schema[key])
+                target[key] = coerce(key, value, schema.get(key, extra.get(key)))
             except ValueError as exc:
                 problems.append(f"{origin}: {exc}")
     if problems:
         raise ConfigError(problems)
+    fold_plugin_params(config, plugin_values)
     return validate_config(config, schema, CHECKS)

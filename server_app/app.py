@@ -12,8 +12,8 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from attacks import attack_problems
 from server_app.checkpoint import load_checkpoint, restore_numpy_rng
+from server_app.checks import CHECKS
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
 from server_app.metrics import MetricsExporter
@@ -22,7 +22,7 @@ from server_app.outcomes import attack_delivery, run_status
 from server_app.results import RunRecorder, summarize
 from server_app.roster import discover
 from server_app.scenario import ThreatScenario
-from strategies import build_strategy, strategy_problems
+from strategies import build_strategy
 from task.allocator import configure_allocator
 from task.models import init_model
 from task.resultsio import summary_warnings
@@ -71,8 +71,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run one experiment as configured by the run config."""
     started = time.time()
     # the whole config is judged here too (a plain `flwr run .` has no host tool in front)
-    checks = (strategy_problems, attack_problems)
-    config = RunConfig.from_mapping(context.run_config, checks=checks).named()
+    config = RunConfig.from_mapping(context.run_config, checks=CHECKS).named()
     run_dir = config.run_dir
     ckpt = load_checkpoint(run_dir) if config.resume else None
     if config.resume and ckpt is None:  # never start over on top of a run's results
