@@ -83,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         "dirs", nargs="+", type=Path, help="results directories, one per experiment (e.g. a sweep)"
     )
     rep.add_argument("--out", type=Path, help="where figures + report.md go (default: first DIR)")
-    rep.add_argument("--no-plots", action="store_true", help="Markdown tables only")
+    rep.add_argument("--no-plots", action="store_true", help="report.md (tables) only")
+    plug = sub.add_parser("plugins", help="every rule and attack with its hyper-parameters "
+                          "(and those of plugin classes you name)")  # fmt: skip
+    plug.add_argument("refs", nargs="*", metavar="package.module:Class",
+                      help="plugin rules or attacks to list too")  # fmt: skip
     return parser
 
 
@@ -203,6 +207,10 @@ def cmd(args: argparse.Namespace) -> int:
                 run_name=point_name(point)))
             for point, config in configs
         ]  # fmt: skip
+        root = Path(configs[0][1].results_dir).expanduser().resolve()
+        print(f"immunefl: sweep of {len(configs)} points -> {root}/<point>/ (one directory per "
+              f"point, named by its values, e.g. {configs[0][1].run_name}; run-name names the "
+              "sweep's directory)", flush=True)  # fmt: skip
     configs = [(point, config.named()) for point, config in configs]
     for _, config in configs:
         if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
@@ -245,14 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from immunefl.report import report
 
-        out = None if args.no_plots else (args.out or args.dirs[0])
+        out = args.out or args.dirs[0]
         try:
-            print(report(args.dirs, out), end="")
+            print(report(args.dirs, out, plots=not args.no_plots), end="")
         except FileNotFoundError as exc:
             print(f"immunefl: {exc}", file=sys.stderr)
             return 2
-        if out is not None:
-            print(f"immunefl: figures and report.md in {out}", file=sys.stderr)
+        what = "report.md" if args.no_plots else "figures and report.md"
+        print(f"immunefl: {what} in {out}", file=sys.stderr)
+        return 0
+    if args.command == "plugins":
+        from immunefl.plugins import listing
+
+        try:
+            print(listing(args.refs), end="")
+        except ValueError as exc:
+            print(f"immunefl: {exc}", file=sys.stderr)
+            return 2
         return 0
     return cmd(args)
 

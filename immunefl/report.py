@@ -262,9 +262,10 @@ def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[
     return written
 
 
-def report(roots: Iterable[Path], out_dir: Path | None = None) -> str:
-    """The report of every experiment in `roots`; figures and report.md go to `out_dir`."""
-    text = "\n".join(experiment_report(Path(r), out_dir) for r in roots)
+def report(roots: Iterable[Path], out_dir: Path | None = None, plots: bool = True) -> str:
+    """The report of every experiment in `roots`; report.md (and, with `plots`, the figures)
+    go to `out_dir`."""
+    text = "\n".join(experiment_report(Path(r), out_dir if plots else None) for r in roots)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "report.md").write_text(text)
