@@ -32,14 +32,42 @@ class ConfigError(ValueError):
         super().__init__("invalid run config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def load_schema(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
-    """The declared run-config keys and their defaults, in declaration order."""
+#: The schema as the installed package carries it (a wheel has no pyproject.toml): a copy of
+#: pyproject's ``[tool.flwr.app.config]``, which Flower reads; `tests/test_runconfig.py` fails
+#: when the two differ, and ``python -m task.schema --write`` regenerates the copy.
+SCHEMA_FILE = Path(__file__).with_name("schema.toml")
+
+
+def pyproject_table(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
+    """``[tool.flwr.app.config]`` of a pyproject.toml (the schema's source, for Flower)."""
     with open(pyproject, "rb") as fh:
         data = tomllib.load(fh)
     try:
         return dict(data["tool"]["flwr"]["app"]["config"])
     except KeyError as exc:
         raise ConfigError([f"{pyproject} has no [tool.flwr.app.config] table"]) from exc
+
+
+def load_schema(path: Path = SCHEMA_FILE) -> dict[str, Scalar]:
+    """The declared run-config keys and their defaults, in declaration order."""
+    with open(path, "rb") as fh:
+        return dict(tomllib.load(fh)["config"])
+
+
+def schema_text(pyproject: Path = PYPROJECT) -> str:
+    """The content of `SCHEMA_FILE` for the table in `pyproject`."""
+    import tomli_w
+
+    head = ("# Generated from pyproject.toml's [tool.flwr.app.config] by "
+            "`python -m task.schema --write`: edit pyproject.toml, not this file.\n")  # fmt: skip
+    return head + tomli_w.dumps({"config": pyproject_table(pyproject)})
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintainer's command
+    if sys.argv[1:] == ["--write"]:
+        SCHEMA_FILE.write_text(schema_text())
+    elif SCHEMA_FILE.read_text() != schema_text():
+        sys.exit(f"{SCHEMA_FILE} differs from pyproject.toml: run python -m task.schema --write")
 
 
 #: Keys that changed meaning under a new name: an old config must fail, not change silently.
