@@ -82,11 +82,12 @@ def plugin_keys(
     return keys
 
 
-def fold_plugin_params(config: dict[str, Scalar], values: Mapping[str, Scalar]) -> None:
-    """Put a plugin's hyper-parameter values into ``plugin-params`` (what Flower carries)."""
+def fold_plugin_params(mapping: dict[str, Scalar], values: Mapping[str, Scalar]) -> None:
+    """Put a plugin's hyper-parameter values into ``plugin-params`` (what Flower carries) of a
+    config mapping still being built."""
     if values:
-        merged = {**parse_plugin_params(str(config.get("plugin-params", ""))), **values}
-        config["plugin-params"] = dump_plugin_params(merged)
+        merged = {**parse_plugin_params(str(mapping.get("plugin-params", ""))), **values}
+        mapping["plugin-params"] = dump_plugin_params(merged)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

@@ -112,3 +112,15 @@ def test_no_source_module_is_over_400_lines(folder: str) -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}, f"split these by what they do: {long}"
+
+
+def test_a_module_of_yours_named_like_our_packages_is_named_not_imported(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "strategies.py").write_text("raise SystemExit('the user module ran')\n")
+    out = subprocess.run([sys.executable, "-c", "import server_app.app"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert f"'strategies' resolves to {tmp_path / 'strategies.py'}" in out.stderr
+    assert "shadows immunefl's package" in out.stderr and "the user module ran" not in out.stderr

@@ -116,3 +116,11 @@ def test_components_read_typed_fields_not_raw_keys() -> None:
                 if RAW_READ.search(line):
                     found.append(f"{rel}:{n}: {line.strip()}")
     assert not found, "raw run-config reads:\n" + "\n".join(found)
+
+
+def test_the_packaged_schema_is_pyprojects_table() -> None:
+    # the wheel carries task/schema.toml (a wheel has no pyproject.toml); Flower reads pyproject
+    from task.schema import SCHEMA_FILE, pyproject_table, schema_text
+
+    assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m task.schema --write"
+    assert load_schema() == pyproject_table()
