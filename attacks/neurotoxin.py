@@ -40,7 +40,9 @@ DEFAULT_RATIO = 0.05  # fraction excluded; authors' runs: --gradmask_ratio 0.95 
 def neurotoxin_mask(prev_global_update: torch.Tensor, ratio: float = DEFAULT_RATIO) -> torch.Tensor:
     """Boolean mask shaped like ``prev_global_update``: False on its ``round(ratio * d)``
     largest-magnitude coordinates (ties: any ``round(ratio * d)`` of them), True elsewhere (the
-    coordinates the attacker may change).
+    coordinates the attacker may change). The authors' code keeps ``int(d * (1 - ratio))``
+    coordinates instead (``helper.py``: ``topk(-|g|, int(d * 0.95))``), which can mask one
+    more (d = 50, ratio 0.05: 3 there, 2 here, as 0.95 * 50 is 47.499... in floating point).
 
     >>> neurotoxin_mask(torch.tensor([0.1, -5.0, 0.2, 3.0]), 0.5)
     tensor([ True, False,  True, False])

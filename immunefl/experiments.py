@@ -46,9 +46,18 @@ def plugin_problems(config: RunConfig) -> list[str]:
     return plugin_params_problems(config)
 
 
+def model_problems(config: RunConfig) -> list[str]:
+    """Problems with ``initial-model`` (`task.models.initial_model_problems`; imports torch)."""
+    if not config.initial_model:
+        return []
+    from task.models import initial_model_problems
+
+    return initial_model_problems(config)
+
+
 #: every check beyond the task's own, as the ServerApp runs them (`server_app.checks.CHECKS`),
 #: imported late: a run config the host tools accept can run
-CHECKS = (rule_problems, attack_problems, plugin_problems)
+CHECKS = (rule_problems, attack_problems, plugin_problems, model_problems)
 
 
 def plugin_class(kind: str, ref: str) -> type | None:
@@ -80,6 +89,17 @@ def plugin_keys(
             if p.key not in schema:
                 keys[p.key] = p.default
     return keys
+
+
+#: path keys made absolute against the caller's working directory (the apps run elsewhere)
+PATH_KEYS = ("initial-model",)
+
+
+def absolute_paths(mapping: dict[str, Scalar]) -> None:
+    """Make the `PATH_KEYS` of a config mapping being built absolute (empty stays empty)."""
+    for key in PATH_KEYS:
+        if mapping.get(key):
+            mapping[key] = str(Path(str(mapping[key])).expanduser().resolve())
 
 
 def fold_plugin_params(mapping: dict[str, Scalar], values: Mapping[str, Scalar]) -> None:
@@ -256,4 +276,5 @@ def resolve_config(
     if problems:
         raise ConfigError(problems)
     fold_plugin_params(config, plugin_values)
+    absolute_paths(config)
     return validate_config(config, schema, CHECKS)

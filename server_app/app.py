@@ -24,7 +24,7 @@ from server_app.roster import discover
 from server_app.scenario import ThreatScenario
 from strategies import build_strategy
 from task.allocator import configure_allocator
-from task.models import init_model
+from task.models import init_model, load_initial_model
 from task.resultsio import summary_warnings
 from task.runconfig import RunConfig
 
@@ -124,6 +124,11 @@ def main(grid: Grid, context: Context) -> None:
         return [roster.node_of[p] for p in scenario.plan(server_round).partitions]
 
     model = init_model(config.model, config.dataset, config.seed)
+    if config.initial_model:  # train clean once, attack many times: round 1 starts from it
+        model.load_state_dict(
+            load_initial_model(config.initial_model, config.model, config.dataset)
+        )
+        log(INFO, "[immunefl] round 1 starts from initial-model %s", config.initial_model)
     initial = ArrayRecord(model.state_dict())
     strategy = build_strategy(config, select_nodes)  # may seed NumPy's global RNG (dp-fixed)
     # the counterfactual's strategy too, before a resumed run restores that RNG: built after it,

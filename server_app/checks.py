@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from attacks import attack_problems, attack_spec
 from strategies import strategy_class, strategy_problems
+from task.models import initial_model_problems
 from task.params import declared, parse_plugin_params
 from task.runconfig import RunConfig
 from task.schema import load_schema
@@ -47,4 +48,4 @@ def plugin_params_problems(config: RunConfig) -> list[str]:
 
 
 #: every check of a whole run config beyond the task's own
-CHECKS = (strategy_problems, attack_problems, plugin_params_problems)
+CHECKS = (strategy_problems, attack_problems, plugin_params_problems, initial_model_problems)

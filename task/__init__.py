@@ -16,9 +16,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 SIBLINGS = ("strategies", "attacks", "server_app", "client_app", "immunefl")
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def shadowed(root: Path = Path(__file__).resolve().parent.parent) -> list[str]:
+def shadowed(root: Path = ROOT) -> list[str]:
     """The sibling packages that resolve to something other than the folder beside us."""
     found = []
     for name in SIBLINGS:
@@ -32,6 +33,6 @@ def shadowed(root: Path = Path(__file__).resolve().parent.parent) -> list[str]:
 if problems := shadowed():
     raise ImportError(
         "; ".join(problems) + f": it shadows immunefl's package of that name "
-        f"(in {Path(__file__).resolve().parent.parent}); rename yours, or run from a directory "
+        f"(in {ROOT}); rename yours, or run from a directory "
         "that does not hold it (docs/architecture.md)"
     )

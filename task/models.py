@@ -93,6 +93,53 @@ def init_model(name: str, dataset: str, seed: int) -> nn.Module:
         torch.random.set_rng_state(state)
 
 
+def load_initial_model(path: str, name: str, dataset: str) -> dict[str, torch.Tensor]:
+    """The ``initial-model`` state_dict at `path`, checked against model `name` for `dataset`.
+
+    Read as data only (``torch.load(weights_only=True)``: tensors and containers, no code).
+    Raises ValueError naming the key for a missing or unreadable file, something that is not a
+    state_dict, and any missing, extra or differently shaped or typed entry.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"'initial-model' {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - a pickle with code, a damaged file, ...
+        raise ValueError(
+            f"'initial-model' {path} is not a state_dict this version loads as data "
+            f"(torch.load weights_only=True: {type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"'initial-model' {path} is not a state_dict (a mapping of tensors)")
+    expected = build_model(name, dataset).state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k}: {tuple(state[k].shape)} {state[k].dtype} where the model has "
+        f"{tuple(v.shape)} {v.dtype}"
+        for k, v in expected.items()
+        if k in state and (state[k].shape != v.shape or state[k].dtype != v.dtype)
+    ]
+    if problems:
+        raise ValueError(
+            f"'initial-model' {path} does not fit model '{name}' for '{dataset}': "
+            + "; ".join(problems[:5])
+            + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+        )
+    return {k: state[k] for k in expected}
+
+
+def initial_model_problems(config) -> list[str]:  # noqa: ANN001 - a task.runconfig.RunConfig
+    """The run config's ``initial-model`` problems (none when it is empty)."""
+    if not config.initial_model:
+        return []
+    try:
+        load_initial_model(config.initial_model, config.model, config.dataset)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalar parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

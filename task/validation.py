@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from task.catalog import (
@@ -207,6 +208,8 @@ def validate_config(
         problems.append(f"'metrics-push-url' must be an http(s):// URL, got {url!r}")
     if not (math.isfinite(c.metrics_linger) and c.metrics_linger >= 0):
         problems.append(f"'metrics-linger' must be >= 0 seconds, got {c.metrics_linger}")
+    if c.initial_model and not Path(c.initial_model).is_absolute():
+        problems.append(f"'initial-model' must be an absolute path, got {c.initial_model!r}")
     for check in checks:
         problems.extend(check(c))
     if problems:

@@ -106,6 +106,19 @@ def test_flwr_run_simulation_end_to_end(fedavg_run) -> None:
     assert out.stdout.count("round 3/3") == 1  # one line per round (not Flower's as well)
 
 
+def test_a_run_starts_from_initial_model(fedavg_run, tmp_path: Path, fmnist_dir: Path) -> None:
+    _, first = fedavg_run
+    trained = _rows(first)[-1]["benign_acc"]
+    out = _launch(tmp_path, SMOKE, "--set", f"results-dir={tmp_path / 'r'}", "--set",
+                  "run-name=warm", "--set", f"data-dir={fmnist_dir}", "--set",
+                  f"initial-model={first / 'model.pt'}", "--set", "num-server-rounds=1",
+                  "--set", "seed=5")  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "round 1 starts from initial-model" in out.stdout
+    # one more round from a model at `trained` lands near it; from a fresh init it would not
+    assert _rows(tmp_path / "r" / "warm")[0]["benign_acc"] > trained - 0.1 > 0.4
+
+
 def test_garbage_nodes_rejected_robust_rule_and_wbc_run_on(
     fedavg_run, tmp_path: Path, fmnist_dir: Path
 ) -> None:
