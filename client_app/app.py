@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 import traceback
 from collections.abc import Callable
@@ -40,8 +41,17 @@ app = ClientApp()
 CHECKS = (attack_problems,)
 
 
+def config_of(msg: Message, context: Context) -> RunConfig:
+    """The run config of the message's experiment: the Flower run's, with a sweep point's
+    overrides (`server_app.sweep.PointGrid`) laid over it."""
+    mapping: dict = dict(context.run_config)
+    if M.POINT in msg.content:
+        mapping.update(json.loads(str(msg.content[M.POINT][M.OVERRIDES])))
+    return RunConfig.from_mapping(mapping, checks=CHECKS)
+
+
 def _model_from(msg: Message, context: Context):
-    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
+    cfg = config_of(msg, context)
     model = build_model(cfg.model, cfg.dataset)
     model.load_state_dict(msg.content[M.ARRAYS].to_torch_state_dict())
     return model
@@ -69,7 +79,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's partition for `local-epochs`."""
     t0 = time.perf_counter()
     prepare_process()
-    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
+    cfg = config_of(msg, context)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     device = resolve_device(cfg.device)
@@ -139,7 +149,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on this node's training partition."""
     prepare_process()
-    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
+    cfg = config_of(msg, context)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     dataset, indices = node_data(identity, cfg)
     model = _model_from(msg, context)
@@ -157,7 +167,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 @_reported
 def whoami(msg: Message, context: Context) -> Message:
     """Report this node's partition and role (the server cannot read node configs)."""
-    cfg = RunConfig.from_mapping(context.run_config, checks=CHECKS)
+    cfg = config_of(msg, context)
     identity = NodeIdentity.from_configs(context.node_config, cfg)
     _, indices = node_data(identity, cfg)
     size = int(indices.numel())

@@ -72,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--parallel", type=int, default=1, metavar="N",
                        help="sweeps: run N points at once, each on its own SuperLink (GPU "
                        "machines: with --gpus-per-client); default 1")  # fmt: skip
-        if name == "run":
-            p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                           help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
+        p.add_argument("--resume", type=Path, metavar="DIR",
+                       help="continue the run in DIR from its last checkpoint; with a sweep "
+                       "file, the sweep in DIR: finished points are kept, checkpointed ones "
+                       "continue, the rest run")  # fmt: skip
     add_deploy_parser(sub)
     sub.add_parser("configs", help="list the experiments in configs/ with their descriptions "
                    "and presets")  # fmt: skip
@@ -175,11 +176,51 @@ def writable_problem(run_dir: Path) -> str | None:
     return None
 
 
+def resume_sweep(
+    configs: list[tuple[dict[str, Any], RunConfig]],
+) -> tuple[list[tuple[dict[str, Any], RunConfig]], list[dict[str, Any]]]:
+    """The points of a killed sweep still to run (a checkpointed one set to resume), and the
+    finished ones as results. A point whose directory holds rows without a checkpoint, or
+    whose saved config differs from the file's (beyond `RESUME_SETTABLE`), is an error."""
+    todo, done, problems = [], [], []
+    for point, config in configs:
+        run_dir = config.run_dir
+        summary_path = run_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        saved_path = run_dir / "config.json"
+        if saved_path.exists():
+            saved = {k: v for k, v in json.loads(saved_path.read_text()).items() if k != "_meta"}
+            mine = config.as_mapping()
+            changed = sorted(k for k in mine if k not in RESUME_SETTABLE | {"resume"}
+                             and saved.get(k, mine[k]) != mine[k])  # fmt: skip
+            if changed:
+                problems.append(f"{run_dir}: the file now sets {', '.join(changed)} "
+                                "otherwise than the run there; resume with the file it ran "
+                                "with")  # fmt: skip
+                continue
+        if summary and summary.get("status") in ("completed", "degraded"):
+            done.append({"point": point, "run_name": config.run_name, "ok": True,
+                         "summary": summary})  # fmt: skip
+        elif (run_dir / "checkpoint.pt").exists():
+            todo.append((point, dataclasses.replace(config, resume=True)))
+        elif (run_dir / "rounds.jsonl").exists() and (run_dir / "rounds.jsonl").stat().st_size:
+            problems.append(f"{run_dir} holds rounds but no checkpoint.pt (checkpoint-every=0): "
+                            "move it away to run that point again")  # fmt: skip
+        else:
+            todo.append((point, config))
+    if problems:
+        raise ConfigError(problems)
+    print(f"immunefl: resuming the sweep: {len(done)} points finished, {len(todo)} to run "
+          f"({sum(c.resume for _, c in todo)} from their checkpoints)", flush=True)  # fmt: skip
+    return todo, done
+
+
 def cmd(args: argparse.Namespace) -> int:
     yaml_path = args.config or args.config_opt
     try:
         overrides = parse_overrides(args.sets)
-        if args.command == "run" and args.resume is not None:
+        sweep_file = yaml_path is not None and is_sweep(yaml_path, args.preset)
+        if args.command == "run" and args.resume is not None and not sweep_file:
             raw = [({}, resume_config(args.resume, overrides))]
         elif args.command == "run" and not is_sweep(yaml_path, args.preset):
             raw = [({}, resolve_config(yaml_path, overrides, preset=args.preset))]
@@ -201,9 +242,12 @@ def cmd(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         preset = f"-{args.preset}" if args.preset else ""
         sweep_name = base.run_name or f"{Path(yaml_path).stem}{preset}-{stamp}"
+        parent = None
+        if args.resume is not None:
+            parent, sweep_name = str(Path(args.resume).resolve().parent), args.resume.resolve().name
         configs = [
             (point, dataclasses.replace(
-                config, results_dir=str(Path(config.results_dir) / sweep_name),
+                config, results_dir=str(Path(parent or config.results_dir) / sweep_name),
                 run_name=point_name(point)))
             for point, config in configs
         ]  # fmt: skip
@@ -212,6 +256,13 @@ def cmd(args: argparse.Namespace) -> int:
               f"point, named by its values, e.g. {configs[0][1].run_name}; run-name names the "
               "sweep's directory)", flush=True)  # fmt: skip
     configs = [(point, config.named()) for point, config in configs]
+    finished: list[dict[str, Any]] = []
+    if args.command == "sweep" and args.resume is not None:
+        try:
+            configs, finished = resume_sweep(configs)
+        except ConfigError as exc:
+            print(f"immunefl: {exc}", file=sys.stderr)
+            return 2
     for _, config in configs:
         if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
             print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
@@ -226,7 +277,7 @@ def cmd(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     try:
-        results = run_points(configs, args, echo)
+        results = finished + (run_points(configs, args, echo) if configs else [])
     except (RunFailed, RuntimeError, TimeoutError) as exc:
         print(f"immunefl: run failed: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,8 @@ ARRAYS = "arrays"  #: ArrayRecord: model state (train message and train reply)
 METRICS = "metrics"  #: MetricRecord: a reply's claimed weight and metrics
 CONFIG = "config"  #: ConfigRecord: instructions for this round
 WHOAMI = "whoami"  #: query name and record of roster discovery
+POINT = "point"  #: ConfigRecord: a sweep point's run-config overrides (``OVERRIDES``, JSON)
+OVERRIDES = "overrides"
 
 WEIGHT = "num-examples"  #: the example count a reply claims (capped by the server, never trusted)
 SERVER_ROUND = "server-round"  #: CONFIG: the round number

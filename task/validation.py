@@ -208,8 +208,9 @@ def validate_config(
         problems.append(f"'metrics-push-url' must be an http(s):// URL, got {url!r}")
     if not (math.isfinite(c.metrics_linger) and c.metrics_linger >= 0):
         problems.append(f"'metrics-linger' must be >= 0 seconds, got {c.metrics_linger}")
-    if c.initial_model and not Path(c.initial_model).is_absolute():
-        problems.append(f"'initial-model' must be an absolute path, got {c.initial_model!r}")
+    for key, value in (("initial-model", c.initial_model), ("sweep-file", c.sweep_file)):
+        if value and not Path(value).is_absolute():
+            problems.append(f"'{key}' must be an absolute path, got {value!r}")
     for check in checks:
         problems.extend(check(c))
     if problems:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from immunefl.report import report
-from server_app.app import attack_summary
+from server_app.experiment import attack_summary
 from server_app.results import RunRecorder, summarize
 from task.schema import load_schema
 from tests.conftest import typed_config

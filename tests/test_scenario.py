@@ -6,7 +6,7 @@ import pytest
 
 from client_app.node import NodeIdentity
 from immunefl.experiments import resolve_config
-from server_app.app import attack_summary
+from server_app.experiment import attack_summary
 from server_app.mitigation import asr_threshold, mitigation_rounds
 from server_app.scenario import ThreatScenario
 from task.roles import malicious_partitions
