@@ -313,3 +313,14 @@ def test_continuous_attacks_get_mean_and_sd_of_the_end_and_the_last_rounds(tmp_p
     # targeted attacks in chosen rounds get no such table
     _run(tmp_path / "t", "a0", 0, [0.1, 0.9, 0.8])
     assert "mean of the last" not in report([tmp_path / "t"])
+
+
+def test_report_no_plots_with_out_writes_report_md_only(tmp_path: Path, capsys) -> None:
+    from immunefl.cli import main
+
+    runs = tmp_path / "runs"
+    _run(runs, "a0", 0, [0.1, 0.9, 0.8, 0.6, 0.4, 0.3])
+    out = tmp_path / "out"
+    assert main(["report", str(runs), "--no-plots", "--out", str(out)]) == 0
+    assert (out / "report.md").read_text() == capsys.readouterr().out
+    assert not list(out.glob("*.png"))
