@@ -44,8 +44,8 @@ class Cell:
 def mean_sd(values: Iterable[float]) -> tuple[float, float]:
     """Mean and sample sd (0 for one value).
 
-    >>> mean_sd([0.8, 0.9])
-    (0.85, 0.07071067811865478)
+    >>> [round(x, 4) for x in mean_sd([0.8, 0.9])]
+    [0.85, 0.0707]
     """
     v = list(values)
     return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
