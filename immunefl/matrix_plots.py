@@ -31,7 +31,9 @@ def _grid(rows: list[str], cols: list[str], value, label, title: str, path: Path
     ax.set_yticks(range(len(rows)), rows)
     for i in range(len(rows)):
         for j in range(len(cols)):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8)
+            r, g, b, _ = cm(float(data[i, j])) if not np.isnan(data[i, j]) else (0.8, 0.8, 0.8, 1)
+            ink = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8, color=ink)
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
