@@ -29,6 +29,7 @@ from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.experiments import (
     CHECKS,
+    MAX_POINTS,
     config_presets,
     expand_sweep,
     is_sweep,
@@ -37,6 +38,7 @@ from immunefl.experiments import (
 )
 from immunefl.submission import RunFailed
 from immunefl.sweeps import point_name, run_points
+from immunefl.yamlfile import load_yaml
 from task.datafiles import DataNotFoundError, locate_dataset
 from task.resultsio import atomic_write_json
 from task.runconfig import RunConfig
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--parallel", type=int, default=1, metavar="N",
                        help="sweeps: run N points at once, each on its own SuperLink (GPU "
                        "machines: with --gpus-per-client); default 1")  # fmt: skip
+        p.add_argument("--max-points", type=int, default=MAX_POINTS, metavar="N",
+                       help=f"refuse a sweep of more than N points ({MAX_POINTS})")  # fmt: skip
         if name == "run":
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                            help="continue the run in RUN_DIR from its last checkpoint")  # fmt: skip
@@ -127,12 +131,10 @@ def list_configs(directory: Path) -> str:
     """One entry per experiment file: name, runs (sweep points), presets, description."""
     import textwrap
 
-    import yaml
-
     lines = []
     for path in sorted(directory.glob("*.yaml")):
         text = path.read_text()
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(path) or {}
         header = []  # a file without `description:` is described by its leading comment
         for line in text.splitlines():
             if not line.startswith("#"):
@@ -182,7 +184,7 @@ def cmd(args: argparse.Namespace) -> int:
         else:  # a list value means a sweep, with `run` as with `sweep`
             if yaml_path is None:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
-            raw = expand_sweep(yaml_path, overrides, preset=args.preset)
+            raw = expand_sweep(yaml_path, overrides, preset=args.preset, max_points=args.max_points)
             args.command = "sweep"
         configs = [(point, RunConfig.from_mapping(config, checks=CHECKS)) for point, config in raw]
         for _, config in configs:
