@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from immunefl.yamlfile import load_yaml
 from task.datafiles import DataNotFoundError, locate_dataset
 from task.resultsio import atomic_write_json
 from task.runconfig import RunConfig
+from task.runlock import CLAIM_VAR, Claim, RunDirTaken, claim_run_dir
 from task.schema import PROJECT_ROOT, ConfigError
 
 
@@ -206,14 +208,33 @@ def cmd(args: argparse.Namespace) -> int:
             for point, config in configs
         ]  # fmt: skip
     configs = [(point, config.named()) for point, config in configs]
-    for _, config in configs:
-        if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
-            print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        if problem := writable_problem(config.run_dir):
-            print(f"immunefl: results-dir: {problem}", file=sys.stderr)
-            return 2
+    claims: list[Claim] = []
+    token = uuid.uuid4().hex
+    try:
+        for _, config in configs:
+            if problem := writable_problem(config.run_dir):
+                print(f"immunefl: results-dir: {problem}", file=sys.stderr)
+                return 2
+            # claimed first (atomic), then judged: a run that started beside us is seen
+            claims.append(claim_run_dir(config.run_dir, token, command=f"immunefl {args.command}"))
+            if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
+                print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+        os.environ[CLAIM_VAR] = token  # the ServerApps we start honour our claims
+        return run_claimed(args, configs, yaml_path)
+    except RunDirTaken as exc:
+        print(f"immunefl: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def run_claimed(
+    args: argparse.Namespace, configs: list[tuple[dict[str, Any], RunConfig]], yaml_path: Any
+) -> int:
+    """Run the checked, claimed `configs`; print a sweep's table; the exit code."""
 
     def echo(line: str) -> None:
         if not args.quiet or "[immunefl]" in line or "ERROR" in line:

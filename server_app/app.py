@@ -27,6 +27,7 @@ from task.allocator import configure_allocator
 from task.models import init_model
 from task.resultsio import summary_warnings
 from task.runconfig import RunConfig
+from task.runlock import claimed
 
 app = ServerApp()
 
@@ -73,6 +74,13 @@ def main(grid: Grid, context: Context) -> None:
     # the whole config is judged here too (a plain `flwr run .` has no host tool in front)
     checks = (strategy_problems, attack_problems)
     config = RunConfig.from_mapping(context.run_config, checks=checks).named()
+    # one run per directory: our launcher's claim, or our own (a plain `flwr run .`, deployment)
+    with claimed(config.run_dir, command=f"ServerApp of run {context.run_id}"):
+        run_experiment(grid, context, config, started)
+
+
+def run_experiment(grid: Grid, context: Context, config: RunConfig, started: float) -> None:
+    """The run of `config`, in its claimed run directory."""
     run_dir = config.run_dir
     ckpt = load_checkpoint(run_dir) if config.resume else None
     if config.resume and ckpt is None:  # never start over on top of a run's results
