@@ -115,9 +115,9 @@ def test_every_port_of_a_local_run_listens_on_loopback_only(
     run.wait(timeout=60)
     out = log.read_text()
     assert run.returncode == 0, out[-3000:]
+    wide = {addr: cmd for addr, cmd in seen.items() if not is_loopback(addr[0])}
+    assert not wide, f"ports beyond loopback: {wide}"
     names = " ".join(seen.values())
     for part in ("flower-superlink", "gcs_server", "raylet", "monitor.py", "ray.util.client"):
         assert part in names, (part, seen)  # the sampling saw the processes it judges
-    wide = {addr: cmd for addr, cmd in seen.items() if not is_loopback(addr[0])}
-    assert not wide, f"ports beyond loopback: {wide}"
     assert "AUTOSCALER_METRIC_PORT" not in out
