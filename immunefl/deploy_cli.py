@@ -136,9 +136,13 @@ def _security(args: argparse.Namespace) -> Security:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig.from_mapping(
+    config = RunConfig.from_mapping(
         resolve_config(args.config, parse_overrides(args.sets)), checks=CHECKS
     ).named()
+    if config.weighting == "assigned":  # the ServerApp refuses it too
+        why = "a deployment's server does not know the partition sizes: use equal or claimed"
+        raise ConfigError([f"'weighting' assigned: {why}"])
+    return config
 
 
 def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:

@@ -32,6 +32,17 @@ from task.runlock import claimed
 app = ServerApp()
 
 
+def assigned_sizes(config: RunConfig, node_of: dict[int, int]) -> dict[int, float]:
+    """Node id -> the size of the partition the server assigned it (simulation only)."""
+    from task.partition import cached_partitions
+
+    c = config
+    parts = cached_partitions(
+        c.dataset, c.data_dir, c.partitioning, c.num_partitions, c.seed, c.dirichlet_alpha
+    )
+    return {node: float(len(parts[p])) for p, node in node_of.items()}
+
+
 def _in_simulation(grid: Grid) -> bool:
     """Whether the ServerApp runs on the simulation engine (every node is ours there)."""
     try:
@@ -125,6 +136,12 @@ def run_experiment(grid: Grid, context: Context, config: RunConfig, started: flo
     log(INFO, "[immunefl] server: torch threads %d", torch.get_num_threads())
 
     simulation = _in_simulation(grid)
+    if config.weighting == "assigned" and not simulation:
+        raise RuntimeError(
+            "weighting=assigned weighs each reply by the size of the partition the server "
+            "assigned, which only a simulation knows (a deployed node holds its own data): "
+            "use weighting=equal or claimed"
+        )
     log(INFO, "[immunefl] %s: a node exception that no configured fault explains %s",
         "simulation" if simulation else "deployment",
         "stops the run" if simulation else "is logged and counted; the run goes on")  # fmt: skip
@@ -151,9 +168,13 @@ def run_experiment(grid: Grid, context: Context, config: RunConfig, started: flo
     counterfactual = None
     if cf_strategy is not None:
         counterfactual = Counterfactual(cf_strategy, cf_initial)
+    assigned = assigned_sizes(config, roster.node_of) if config.weighting == "assigned" else {}
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
             s.reported_sizes.update(roster.reported_sizes())
+            inner = getattr(s, "strategy", s)  # dp-fixed wraps ours (and weighs replies alike)
+            inner.weighting = config.weighting
+            inner.assigned_sizes.update(assigned)
 
     def finish(extra: dict[str, Any]) -> dict[str, Any]:
         summary = summarize(recorder.rows, time.time() - started)

@@ -113,6 +113,7 @@ class RunConfig:
     metrics_addr: str
     metrics_push_url: str
     metrics_linger: float
+    weighting: str
 
     @classmethod
     def from_mapping(

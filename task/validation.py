@@ -41,6 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "malicious-placement": ("last", "first"),
     "attack-mode": ("rounds", "continuous"),
     "fail-mode": ("crash", "hang"),
+    "weighting": ("claimed", "equal", "assigned"),
 }
 POSITIVE_INTS = (
     "num-partitions",
