@@ -193,6 +193,9 @@ def _local(args: argparse.Namespace) -> int:
 
 def deploy_main(args: argparse.Namespace) -> int:
     cmd = args.deploy_command
+    for name, value in vars(args).items():  # every path flag: against the caller's directory
+        if isinstance(value, Path):
+            setattr(args, name, Path(os.path.abspath(value.expanduser())))
     try:
         if cmd == "certs":
             generate_certs(args.out, args.names)

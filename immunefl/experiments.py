@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -213,4 +214,8 @@ def resolve_config(
                 problems.append(f"{origin}: {str(exc).replace(text, preview(value))}")
     if problems:
         raise ConfigError(problems)
+    data_dir = config.get("data-dir")
+    if isinstance(data_dir, str) and data_dir and "\0" not in data_dir:
+        # relative to the caller's directory: the apps run elsewhere and refuse a relative one
+        config["data-dir"] = os.path.abspath(os.path.expanduser(data_dir))
     return validate_config(config, schema, CHECKS)

@@ -16,19 +16,13 @@ from typing import Any
 
 import yaml
 
+from task.preview import PREVIEW_CHARS, preview
 from task.schema import ConfigError
+
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "PREVIEW_CHARS", "BoundedLoader", "load_yaml", "preview"]
 
 MAX_FILE_BYTES = 1 << 20  # an experiment file is a few kB; 1 MiB is far beyond any real one
 MAX_DEPTH = 16  # collections inside collections (a file uses 3: presets -> name -> list)
-PREVIEW_CHARS = 80
-
-
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """How an error quotes a value: ``repr(value)``, cut to `limit` characters."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value)} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 class BoundedLoader(yaml.SafeLoader):

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from logging import WARNING
 from typing import Any
@@ -148,8 +149,8 @@ class DPFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     @classmethod
     def config_problems(cls, config: RunConfig) -> list[str]:
         problems = []
-        if not config.dp_clip > 0:
-            problems.append(f"'dp-clip' must be > 0, got {config.dp_clip}")
+        if not (math.isfinite(config.dp_clip) and config.dp_clip > 0):
+            problems.append(f"'dp-clip' must be a finite number > 0, got {config.dp_clip}")
         if not config.dp_noise_multiplier >= 0:
             problems.append(f"'dp-noise-multiplier' must be >= 0, got {config.dp_noise_multiplier}")
         return problems

@@ -181,8 +181,8 @@ class CDPStrategy(ImmuneFedAvg):
     @classmethod
     def config_problems(cls, config: RunConfig) -> list[str]:
         problems = []
-        if not config.cdp_clip > 0:
-            problems.append(f"'cdp-clip' must be > 0, got {config.cdp_clip}")
+        if not (math.isfinite(config.cdp_clip) and config.cdp_clip > 0):
+            problems.append(f"'cdp-clip' must be a finite number > 0, got {config.cdp_clip}")
         z = config.cdp_noise_multiplier
         if not (math.isfinite(z) and z >= 0):
             problems.append(f"'cdp-noise-multiplier' must be a finite number >= 0, got {z}")

@@ -172,7 +172,7 @@ def test_dp_fixed_wrapper_screens_then_clips_and_adds_noise() -> None:
         ({"strategy": "krum", "krum-f": "4"}, "Krum needs clients-per-round > 2*f + 2"),
         ({"strategy": "bulyan", "krum-f": "2"}, "Bulyan needs"),
         ({"strategy": "rlr", "rlr-theta": "11"}, "'rlr-theta'"),
-        ({"strategy": "cdp", "cdp-clip": "0"}, "'cdp-clip' must be > 0"),
+        ({"strategy": "cdp", "cdp-clip": "0"}, "'cdp-clip' must be a finite number > 0"),
         ({"min-replies": "11"}, "'min-replies' (11)"),
         ({"max-update-norm": "-1"}, "'max-update-norm'"),
     ],
