@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.experiments import (
     CHECKS,
+    MAX_POINTS,
     config_presets,
     expand_sweep,
     is_sweep,
@@ -37,9 +39,11 @@ from immunefl.experiments import (
 )
 from immunefl.submission import RunFailed
 from immunefl.sweeps import point_name, run_points
+from immunefl.yamlfile import load_yaml
 from task.datafiles import DataNotFoundError, locate_dataset
 from task.resultsio import atomic_write_json
 from task.runconfig import RunConfig
+from task.runlock import CLAIM_VAR, Claim, RunDirTaken, claim_run_dir
 from task.schema import PROJECT_ROOT, ConfigError
 
 
@@ -76,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue the run in DIR from its last checkpoint; with a sweep "
                        "file, the sweep in DIR: finished points are kept, checkpointed ones "
                        "continue, the rest run")  # fmt: skip
+        p.add_argument("--max-points", type=int, default=MAX_POINTS, metavar="N",
+                       help=f"refuse a sweep of more than N points ({MAX_POINTS})")  # fmt: skip
     add_deploy_parser(sub)
     sub.add_parser("configs", help="list the experiments in configs/ with their descriptions "
                    "and presets")  # fmt: skip
@@ -132,12 +138,10 @@ def list_configs(directory: Path) -> str:
     """One entry per experiment file: name, runs (sweep points), presets, description."""
     import textwrap
 
-    import yaml
-
     lines = []
     for path in sorted(directory.glob("*.yaml")):
         text = path.read_text()
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(path) or {}
         header = []  # a file without `description:` is described by its leading comment
         for line in text.splitlines():
             if not line.startswith("#"):
@@ -227,7 +231,7 @@ def cmd(args: argparse.Namespace) -> int:
         else:  # a list value means a sweep, with `run` as with `sweep`
             if yaml_path is None:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
-            raw = expand_sweep(yaml_path, overrides, preset=args.preset)
+            raw = expand_sweep(yaml_path, overrides, preset=args.preset, max_points=args.max_points)
             args.command = "sweep"
         configs = [(point, RunConfig.from_mapping(config, checks=CHECKS)) for point, config in raw]
         for _, config in configs:
@@ -263,21 +267,42 @@ def cmd(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"immunefl: {exc}", file=sys.stderr)
             return 2
-    for _, config in configs:
-        if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
-            print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        if problem := writable_problem(config.run_dir):
-            print(f"immunefl: results-dir: {problem}", file=sys.stderr)
-            return 2
+    claims: list[Claim] = []
+    token = uuid.uuid4().hex
+    try:
+        for _, config in configs:
+            if problem := writable_problem(config.run_dir):
+                print(f"immunefl: results-dir: {problem}", file=sys.stderr)
+                return 2
+            # claimed first (atomic), then judged: a run that started beside us is seen
+            claims.append(claim_run_dir(config.run_dir, token, command=f"immunefl {args.command}"))
+            if (config.run_dir / "rounds.jsonl").exists() and not config.resume:
+                print(f"immunefl: {config.run_dir} already holds a run; choose another run-name",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+        os.environ[CLAIM_VAR] = token  # the ServerApps we start honour our claims
+        return run_claimed(args, configs, yaml_path, finished)
+    except RunDirTaken as exc:
+        print(f"immunefl: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def run_claimed(
+    args: argparse.Namespace, configs: list[tuple[dict[str, Any], RunConfig]], yaml_path: Any,
+    finished: list[dict[str, Any]] | None = None,
+) -> int:  # fmt: skip
+    """Run the checked, claimed `configs` (`finished`: points of a resumed sweep that are done
+    already); print a sweep's table; the exit code."""
 
     def echo(line: str) -> None:
         if not args.quiet or "[immunefl]" in line or "ERROR" in line:
             print(line, flush=True)
 
     try:
-        results = finished + (run_points(configs, args, echo) if configs else [])
+        results = (finished or []) + (run_points(configs, args, echo) if configs else [])
     except (RunFailed, RuntimeError, TimeoutError) as exc:
         print(f"immunefl: run failed: {exc}", file=sys.stderr)
         return 1

@@ -136,9 +136,13 @@ def _security(args: argparse.Namespace) -> Security:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    return RunConfig.from_mapping(
+    config = RunConfig.from_mapping(
         resolve_config(args.config, parse_overrides(args.sets)), checks=CHECKS
     ).named()
+    if config.weighting == "assigned":  # the ServerApp refuses it too
+        why = "a deployment's server does not know the partition sizes: use equal or claimed"
+        raise ConfigError([f"'weighting' assigned: {why}"])
+    return config
 
 
 def _submit(dep: Deployment, config: RunConfig, flwr_home: Path) -> int:
@@ -189,6 +193,9 @@ def _local(args: argparse.Namespace) -> int:
 
 def deploy_main(args: argparse.Namespace) -> int:
     cmd = args.deploy_command
+    for name, value in vars(args).items():  # every path flag: against the caller's directory
+        if isinstance(value, Path):
+            setattr(args, name, Path(os.path.abspath(value.expanduser())))
     try:
         if cmd == "certs":
             generate_certs(args.out, args.names)

@@ -9,12 +9,13 @@ with list values.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from immunefl.yamlfile import load_yaml, preview
 from task.params import declared, dump_plugin_params, is_ref, parse_plugin_params
 from task.runconfig import RunConfig
 from task.schema import ConfigError, Scalar, coerce, load_schema, unknown_key
@@ -91,15 +92,17 @@ def plugin_keys(
     return keys
 
 
-#: path keys made absolute against the caller's working directory (the apps run elsewhere)
-PATH_KEYS = ("initial-model",)
+#: path keys made absolute against the caller's working directory (the apps run elsewhere and
+#: refuse a relative one)
+PATH_KEYS = ("data-dir", "initial-model")
 
 
 def absolute_paths(mapping: dict[str, Scalar]) -> None:
     """Make the `PATH_KEYS` of a config mapping being built absolute (empty stays empty)."""
     for key in PATH_KEYS:
-        if mapping.get(key):
-            mapping[key] = str(Path(str(mapping[key])).expanduser().resolve())
+        value = mapping.get(key)
+        if isinstance(value, str) and value and "\0" not in value:
+            mapping[key] = os.path.abspath(os.path.expanduser(value))
 
 
 def fold_plugin_params(mapping: dict[str, Scalar], values: Mapping[str, Scalar]) -> None:
@@ -132,12 +135,7 @@ def read_yaml_config(path: Path, preset: str | None = None) -> dict[str, Any]:
     and ``presets``, a mapping ``name -> {key: value}``. With `preset`, that preset's values
     replace the file's (a list in the file may become a single value, e.g. fewer seeds).
     """
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError([f"config file {path} does not exist"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"config file {path} is not valid YAML: {exc}"]) from exc
+    data = load_yaml(Path(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -149,19 +147,30 @@ def read_yaml_config(path: Path, preset: str | None = None) -> dict[str, Any]:
     if preset is not None:
         if preset not in presets:
             available = ", ".join(presets) or "none"
-            raise ConfigError([f"{path} has no preset '{preset}' (available: {available})"])
+            raise ConfigError([f"{path} has no preset {preview(preset)} (available: {available})"])
         data.update(presets[preset])
     return data
 
 
 def config_presets(path: Path) -> list[str]:
     """Names of the presets a YAML file declares."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_yaml(Path(path)) or {}
     return list((data.get(PRESETS_KEY) or {}) if isinstance(data, dict) else [])
 
 
 PRESETS_KEY = "presets"
 VARIANTS_KEY = "variants"
+#: a sweep of more points is refused before any is expanded (`immunefl sweep --max-points N`)
+MAX_POINTS = 10_000
+#: a run-config key is a short name; a longer one is not looked up (difflib costs len^2)
+MAX_KEY_CHARS = 64
+
+
+def key_problem(key: Any, schema: Mapping[str, Any]) -> str:
+    """Why `key` (not in `schema`) is refused, quoting at most a preview of it."""
+    if not isinstance(key, str) or len(key) > MAX_KEY_CHARS:
+        return f"unknown key {preview(key)}"
+    return unknown_key(key, schema)
 
 
 def split_sweep(layer: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -179,6 +188,7 @@ def expand_sweep(
     overrides: Mapping[str, Any] | None = None,
     schema: Mapping[str, Scalar] | None = None,
     preset: str | None = None,
+    max_points: int = MAX_POINTS,
 ) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
     """Every point of a sweep: ``(the point's varying values, its full validated config)``.
 
@@ -191,6 +201,7 @@ def expand_sweep(
     An override (``--set``) of a sweep axis replaces the axis by its one value (``--set seed=1``
     on ``seed: [0, 1, 2]`` runs seed 1 only), so a point's name never disagrees with its config.
     An override of a key that ``variants`` vary is an error: it would make every variant the same.
+    The number of points is counted before any is built: more than `max_points` is an error.
     """
     schema = dict(schema if schema is not None else load_schema())
     layer = read_yaml_config(Path(yaml_path), preset) if yaml_path is not None else {}
@@ -200,13 +211,13 @@ def expand_sweep(
     named = [(k, v) for source in sources for k, v in source.items() if k in ("strategy", "attack")]
     named += [(k, v) for k in ("strategy", "attack") for v in axes.get(k, [])]
     known = {**schema, **plugin_keys(named, schema)}
-    problems = [f"{yaml_path}: {unknown_key(k, schema)}" for k in axes if k not in known]
+    problems = [f"{yaml_path}: {key_problem(k, schema)}" for k in axes if k not in known]
     for v in variants:
         if not isinstance(v, dict):
-            problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {v!r}")
+            problems.append(f"{yaml_path}: each of 'variants' must be a mapping, got {preview(v)}")
             continue
         problems += [
-            f"{yaml_path}: variants: {unknown_key(k, schema)}" for k in v if k not in known
+            f"{yaml_path}: variants: {key_problem(k, schema)}" for k in v if k not in known
         ]
     overrides = dict(overrides or {})
     for key in [k for k in axes if k in overrides]:
@@ -216,6 +227,14 @@ def expand_sweep(
                  f"choose a preset instead" for k in varied]  # fmt: skip
     if problems:
         raise ConfigError(problems)
+    count = len(variants) * math.prod(len(axis) for axis in axes.values())
+    if count > max_points:
+        given = [(VARIANTS_KEY, variants)] if VARIANTS_KEY in layer else []
+        sizes = " x ".join(f"{k} {len(v)}" for k, v in [*given, *axes.items()])
+        raise ConfigError(
+            [f"{yaml_path} sweeps {count} points ({sizes}), more than {max_points}; "
+             "give fewer values, or raise the limit with --max-points N"]
+        )  # fmt: skip
     points = []
     for variant, values in itertools.product(variants, itertools.product(*axes.values())):
         point = {**variant, **dict(zip(axes, values, strict=True))}
@@ -223,7 +242,7 @@ def expand_sweep(
             config = resolve_config(None, {**fixed, **point, **overrides}, schema)
             points.append((point, config))
         except ConfigError as exc:
-            label = ", ".join(f"{k}={v}" for k, v in point.items()) or "the config"
+            label = ", ".join(f"{k}={preview(v)}" for k, v in point.items()) or "the config"
             problems.extend(f"[{label}] {p}" for p in exc.problems)
     if problems:
         raise ConfigError(problems)
@@ -267,12 +286,13 @@ def resolve_config(
         for key, value in layer.items():
             target = config if key in schema else plugin_values if key in extra else None
             if target is None:
-                problems.append(f"{origin}: {unknown_key(key, schema)}")
+                problems.append(f"{origin}: {key_problem(key, schema)}")
                 continue
             try:
                 target[key] = coerce(key, value, schema.get(key, extra.get(key)))
-            except ValueError as exc:
-                problems.append(f"{origin}: {exc}")
+            except ValueError as exc:  # coerce quotes the whole value: quote a preview
+                text = repr(value)
+                problems.append(f"{origin}: {str(exc).replace(text, preview(value))}")
     if problems:
         raise ConfigError(problems)
     fold_plugin_params(config, plugin_values)

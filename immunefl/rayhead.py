@@ -4,9 +4,12 @@ Started at the same time as the SuperLink, instead of letting every run's simula
 start its own: Ray's start-up (~6 s here) then overlaps the SuperLink's, the CLI's and the
 simulation process's own start, and the points of a sweep share one cluster. The runs find it
 through ``RAY_ADDRESS``. The head runs with token authentication (``RAY_AUTH_MODE=token`` and a
-random per-launcher ``RAY_AUTH_TOKEN`` that only our processes inherit) and advertises
-127.0.0.1. Ray 2.55's GCS and raylet still listen on every interface (its gRPC servers bind
-0.0.0.0), so the token is what keeps others out (docs/security.md).
+random per-launcher ``RAY_AUTH_TOKEN`` that only our processes inherit), and every port of it
+listens on loopback only: Ray 2.55 replaces ``--node-ip-address 127.0.0.1`` by the machine's
+address (`ray._private.services.resolve_ip_for_localhost`) unless
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` says the cluster is one node, and its autoscaler
+monitor serves metrics on a fixed port (44217, on every interface unless the head's address is
+127.0.0.1): ``AUTOSCALER_METRIC_PORT`` gives each head a free one (docs/security.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ else:  # pragma: no cover - Python 3.10
 from immunefl.processes import find_bin, free_port, port_in_use, spawn_logged, terminate
 
 RAY_HEAD_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0"}
+#: a one-node cluster: Ray then keeps 127.0.0.1 as the node address (GCS, raylet, workers,
+#: client server and monitor bind it); drivers need it too, to find their node by that address
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 RAY_DIR_PREFIX = "immunefl-ray-"
@@ -72,8 +78,8 @@ class RayHead:
         self.temp_dir = Path(tempfile.gettempdir()) / f"{RAY_DIR_PREFIX}{uuid.uuid4().hex[:8]}"
 
     def auth_env(self) -> dict[str, str]:
-        """What a driver needs to be let in (Ray token authentication)."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        """What a driver needs to be let in (Ray token authentication) and find its node."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, **LOOPBACK_ENV}
 
     @property
     def address(self) -> str:
@@ -83,6 +89,8 @@ class RayHead:
         """Start the head and return at once: drivers connecting early wait for it."""
         prune_ray_dirs()
         self.port = free_port()
+        # the monitor's metrics port is fixed (44217) otherwise: two heads would collide
+        self.env["AUTOSCALER_METRIC_PORT"] = str(free_port())
         command = [find_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
                    "--ray-client-server-port", str(free_port()), "--include-dashboard=false",
                    "--node-ip-address", self.node_ip,

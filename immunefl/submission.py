@@ -27,6 +27,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from immunefl.processes import find_bin, port_in_use
+from task.resultsio import atomic_write_bytes
+from task.runlock import locked_file
 
 FLWR_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -89,6 +91,11 @@ def write_connection(flwr_home: Path, name: str, entry: dict[str, Any]) -> None:
     Entries of ours (``immunefl-*``) whose SuperLink port no longer answers are pruned.
     """
     path = Path(flwr_home) / "config.toml"
+    with locked_file(path):  # two launchers sharing a FLWR home never lose each other's entry
+        _update_connection(path, name, entry)
+
+
+def _update_connection(path: Path, name: str, entry: dict[str, Any]) -> None:
     config: dict[str, Any] = {}
     if path.exists():
         with open(path, "rb") as fh:
@@ -103,7 +110,7 @@ def write_connection(flwr_home: Path, name: str, entry: dict[str, Any]) -> None:
             del superlink[other]  # a stale entry of a local SuperLink that is gone
     superlink[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(config))
+    atomic_write_bytes(path, tomli_w.dumps(config).encode())  # `flwr` never reads half a file
 
 
 #: Ray prestarts idle Python workers (one per CPU) when a driver connects. Flower's actors carry

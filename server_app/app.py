@@ -12,6 +12,7 @@ from server_app.checks import CHECKS
 from server_app.experiment import run_experiment
 from server_app.sweep import run_sweep
 from task.runconfig import RunConfig
+from task.runlock import claimed
 
 app = ServerApp()
 
@@ -34,5 +35,7 @@ def main(grid: Grid, context: Context) -> None:
     simulation = _in_simulation(grid)
     if config.sweep_file:
         run_sweep(grid, context.run_id, dict(context.run_config), config, simulation)
-    else:
+        return
+    # one run per directory: our launcher's claim, or our own (a plain `flwr run .`, deployment)
+    with claimed(config.run_dir, command=f"ServerApp of run {context.run_id}"):
         run_experiment(grid, config, context.run_id, simulation, started)

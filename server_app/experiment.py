@@ -33,6 +33,17 @@ from task.resultsio import summary_warnings
 from task.runconfig import RunConfig
 
 
+def assigned_sizes(config: RunConfig, node_of: dict[int, int]) -> dict[int, float]:
+    """Node id -> the size of the partition the server assigned it (simulation only)."""
+    from task.partition import cached_partitions
+
+    c = config
+    parts = cached_partitions(
+        c.dataset, c.data_dir, c.partitioning, c.num_partitions, c.seed, c.dirichlet_alpha
+    )
+    return {node: float(len(parts[p])) for p, node in node_of.items()}
+
+
 def attack_summary(
     rows: list[dict[str, Any]], config: RunConfig, scheduled: list[int]
 ) -> dict[str, Any]:
@@ -109,6 +120,12 @@ def run_experiment(
     configure_allocator()
     log(INFO, "[immunefl] server: torch threads %d", torch.get_num_threads())
 
+    if config.weighting == "assigned" and not simulation:
+        raise RuntimeError(
+            "weighting=assigned weighs each reply by the size of the partition the server "
+            "assigned, which only a simulation knows (a deployed node holds its own data): "
+            "use weighting=equal or claimed"
+        )
     log(INFO, "[immunefl] %s: a node exception that no configured fault explains %s",
         "simulation" if simulation else "deployment",
         "stops the run" if simulation else "is logged and counted; the run goes on")  # fmt: skip
@@ -140,9 +157,13 @@ def run_experiment(
     counterfactual = None
     if cf_strategy is not None:
         counterfactual = Counterfactual(cf_strategy, cf_initial)
+    assigned = assigned_sizes(config, roster.node_of) if config.weighting == "assigned" else {}
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
             s.reported_sizes.update(roster.reported_sizes())
+            inner = getattr(s, "strategy", s)  # dp-fixed wraps ours (and weighs replies alike)
+            inner.weighting = config.weighting
+            inner.assigned_sizes.update(assigned)
 
     def finish(extra: dict[str, Any]) -> dict[str, Any]:
         summary = summarize(recorder.rows, time.time() - started)

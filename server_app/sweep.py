@@ -28,6 +28,7 @@ from server_app.checks import CHECKS
 from server_app.experiment import run_experiment
 from task import messages as M
 from task.runconfig import RunConfig
+from task.runlock import claimed
 
 MAX_POINTS_FILE = 64 * 1024 * 1024
 
@@ -101,7 +102,8 @@ def run_sweep(
                     f"{config.num_partitions}: run it in a Flower run of its own"
                 )
             point_grid = PointGrid(grid, overrides_of(cfg.as_mapping(), carrier))
-            summary = run_experiment(point_grid, cfg, run_id, simulation)  # type: ignore[arg-type]
+            with claimed(cfg.run_dir, command=f"ServerApp of run {run_id} (sweep point {i})"):
+                summary = run_experiment(point_grid, cfg, run_id, simulation)  # type: ignore[arg-type]
             statuses.append(str(summary["status"]))
         except Exception as exc:  # noqa: BLE001 - one point's failure never stops the others
             log(ERROR, "[immunefl] sweep point %d/%d (%s) failed: %s: %s", i, len(points), name,

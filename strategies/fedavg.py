@@ -157,6 +157,9 @@ class ImmuneFedAvg(RuleContract, FedAvg):
         self._global: ArrayRecord | None = None
         #: example counts the nodes reported at discovery (node id -> count): claims are capped
         self.reported_sizes: dict[int, float] = {}
+        #: `weighting` (claimed | equal | assigned) and the sizes the server assigned (node id ->
+        #: size), set like `reported_sizes` by the ServerApp (`strategies.updates.screen_replies`)
+        self.weighting, self.assigned_sizes = "claimed", {}
         #: the last round's screening outcome (the round loop reads it: outcomes by role)
         self.last_screened = Screened()
         self.last_eval = Screened()
@@ -249,6 +252,7 @@ class ImmuneFedAvg(RuleContract, FedAvg):
             self._ordered(replies), self._global, Layout.of(self._global), self.device,
             self.max_update_norm, self.reported_sizes, self.weight_cap_ratio,
             None if self.resubmission else set(self._last_train_nodes),
+            weighting=self.weighting, assigned=self.assigned_sizes,
         )  # fmt: skip
         _log_outcomes(server_round, "train", screened)
         self.last_screened = screened

@@ -16,7 +16,8 @@ the reason, counted, never aggregated, never fatal) unless all of this holds:
 Weights: the claimed ``num-examples`` weighs an update in FedAvg-style rules, so a claim is
 **capped** by `cap_weights` (the reply is kept, the cap logged and counted): at most the size the
 node reported at discovery, at most ``cap_ratio`` x the round's (lower) median claim, and never
-half of the round's total or more when another reply is there (see `cap_weights`).
+half of the round's total or more when another reply is there (see `cap_weights`). With
+``weighting`` ``equal`` or ``assigned`` no claim weighs anything.
 
 Pseudo-gradients are ``U_i = W_i - W_global`` over the floating-point tensors of the model,
 flattened in the model's key order into row ``i`` of ``U (n, d)``, on the aggregation device.
@@ -185,6 +186,11 @@ def cap_weights(
     Honest claims are never changed in IID rounds (all equal); in non-IID rounds a claim above
     ``cap_ratio`` x the median is capped too (raise ``weight-cap-ratio`` to cap less).
 
+    What it withstands: a fraction ``q`` of a round's n replies colluding, each claiming the
+    cap ``r m`` against honest claims of ``m``, holds the share ``q r / (q r + 1 - q)`` of the
+    weight while the median is honest (``k <= n // 2`` liars): a majority once
+    ``q > 1 / (1 + r)`` (r = 2: more than a third; 2 of 5 take 4/7 = 57 %).
+
     >>> cap_weights([600, 600, 600, 1e39], [600, 600, 600, None])[0]
     [600.0, 600.0, 600.0, 1200.0]
     >>> cap_weights([1.0, 1e12], [None, None])[0]
@@ -280,9 +286,13 @@ def screen_replies(
     reported: Mapping[int, float] | None = None,
     cap_ratio: float = 2.0,
     expected: set[int] | None = None,
+    weighting: str = "claimed",
+    assigned: Mapping[int, float] | None = None,
 ) -> Screened:
     """Check every reply and stack the accepted ones' pseudo-gradients (see module doc).
-    With `expected` (the node ids asked this round), replies from other nodes are rejected."""
+    With `expected` (the node ids asked this round), replies from other nodes are rejected.
+    `weighting`: ``claimed`` (capped claims), ``equal`` (1 each) or ``assigned`` (the sizes
+    the server assigned, `assigned`: node id -> size): the last two ignore every claim."""
     out = Screened()
     candidates: list[tuple[int, dict[str, np.ndarray], float, dict[str, float]]] = []
     seen: set[int] = set()
@@ -329,6 +339,11 @@ def screen_replies(
     kept = [candidates[i] for i in idx]
     reported = reported or {}
     weights, why = cap_weights([c[2] for c in kept], [reported.get(c[0]) for c in kept], cap_ratio)
+    if weighting != "claimed":  # nothing a client says weighs its update
+        sizes = (assigned or {}) if weighting == "assigned" else {}
+        weights = [float(sizes.get(c[0], 1.0 if weighting == "equal" else w))
+                   for c, w in zip(kept, weights, strict=True)]  # fmt: skip
+        why = [None] * len(kept)
     out.nodes = [c[0] for c in kept]
     out.arrays = [c[1] for c in kept]
     out.metrics = [c[3] for c in kept]

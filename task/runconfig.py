@@ -116,6 +116,7 @@ class RunConfig:
     sweep_file: str
     initial_model: str
     plugin_params: str
+    weighting: str
 
     @classmethod
     def from_mapping(

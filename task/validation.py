@@ -12,6 +12,7 @@ problem, each naming its key and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from task.catalog import (
     WBC_NOISE_PARAMS,
     WBC_VARIANTS,
 )
+from task.preview import preview
 from task.runconfig import RunConfig, key_to_field
 from task.schema import ConfigError, Scalar, coerce, load_schema, unknown_key
 
@@ -42,7 +44,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "malicious-placement": ("last", "first"),
     "attack-mode": ("rounds", "continuous"),
     "fail-mode": ("crash", "hang"),
+    "weighting": ("claimed", "equal", "assigned"),
 }
+#: above this, partitioning alone costs minutes and the roster waits for as many nodes
+MAX_PARTITIONS = 100_000
+#: a shorter poll only spins the server (Flower's own is 3 s; ours 0.02 s)
+MIN_POLL_INTERVAL = 1e-3
+INT64 = (-(2**63), 2**63)  # Flower's run config carries 64-bit signed ints
 POSITIVE_INTS = (
     "num-partitions",
     "num-server-rounds",
@@ -103,6 +111,47 @@ def _threat_problems(c: RunConfig) -> list[str]:
     return problems
 
 
+def _environment_problems(config: Mapping[str, Any], c: RunConfig) -> list[str]:
+    """What Flower cannot carry, the seeding cannot tell apart, a path or a machine cannot do."""
+    problems = []
+    for key, value in config.items():
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not INT64[0] <= value < INT64[1]
+        ):
+            problems.append(f"'{key}' {preview(value)} does not fit in 64 bits (Flower's int)")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(
+                    f"'{key}' is not valid text (Flower carries UTF-8): {preview(value)}"
+                )
+            if "\0" in value:
+                problems.append(f"'{key}' must not hold a NUL character: {preview(value)}")
+    if not 0 <= c.seed < 2**32:
+        problems.append(f"'seed' must be in [0, 2**32) (streams use its low 32 bits), got {c.seed}")
+    if c.num_partitions > MAX_PARTITIONS:
+        problems.append(
+            f"'num-partitions' must be at most {MAX_PARTITIONS}, got {c.num_partitions}"
+        )
+    if c.data_dir and not os.path.isabs(os.path.expanduser(c.data_dir)):
+        problems.append(
+            f"'data-dir' must be an absolute path (the apps run in another directory than "
+            f"yours; `immunefl` makes it absolute for you), got {preview(c.data_dir)}"
+        )
+    if c.device == "cuda":
+        import torch  # only here: the host tools import no torch otherwise
+
+        if not torch.cuda.is_available():
+            problems.append(
+                "'device' is cuda but torch.cuda.is_available() is false in this process (no "
+                "GPU, or none given: --gpus-per-client); use auto or cpu"
+            )
+    return problems
+
+
 def validate_config(
     config: Mapping[str, Any],
     schema: Mapping[str, Scalar] | None = None,
@@ -136,6 +185,7 @@ def validate_config(
             problems.append(
                 f"'{key}' must be a positive integer, got {getattr(c, key_to_field(key))}"
             )
+    problems.extend(_environment_problems(config, c))
     if not (math.isfinite(c.lr) and c.lr > 0):
         problems.append(f"'lr' must be a finite number > 0, got {c.lr}")
     if not 0.0 <= c.momentum < 1.0:
@@ -154,7 +204,11 @@ def validate_config(
             + ", ".join(m for m, ds in MODEL_DATASETS.items() if c.dataset in ds)
         )
     if any(ch in c.run_name for ch in "/\\") or c.run_name in (".", ".."):
-        problems.append(f"'run-name' must be a plain directory name, got {c.run_name!r}")
+        problems.append(f"'run-name' must be a plain directory name, got {preview(c.run_name)}")
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in c.run_name):
+        problems.append(
+            f"'run-name' must not hold NUL or control characters, got {preview(c.run_name)}"
+        )
     if not (math.isfinite(c.wbc_s) and c.wbc_s >= 0):
         problems.append(f"'wbc-s' must be a finite number >= 0, got {c.wbc_s}")
     if c.wbc_variant == "official" and c.wbc_noise_param != "scale":
@@ -162,8 +216,8 @@ def validate_config(
             "'wbc-variant' official draws Laplace noise of scale s, as the authors' code does: "
             "set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
         )
-    if not c.ldp_clip > 0:
-        problems.append(f"'ldp-clip' must be > 0, got {c.ldp_clip}")
+    if not (math.isfinite(c.ldp_clip) and c.ldp_clip > 0):
+        problems.append(f"'ldp-clip' must be a finite number > 0, got {c.ldp_clip}")
     z = c.ldp_noise_multiplier
     if not (math.isfinite(z) and z >= 0):
         problems.append(f"'ldp-noise-multiplier' must be a finite number >= 0, got {z}")
@@ -176,10 +230,14 @@ def validate_config(
     except ValueError as exc:
         problems.append(f"'inject-faults': {exc}")
     problems.extend(_threat_problems(c))
-    if not 0 < c.poll_interval <= 10:
-        problems.append(f"'poll-interval' must be in (0, 10] seconds, got {c.poll_interval}")
-    if not c.round_timeout > 0:
-        problems.append(f"'round-timeout' must be > 0 seconds, got {c.round_timeout}")
+    if not MIN_POLL_INTERVAL <= c.poll_interval <= 10:
+        problems.append(
+            f"'poll-interval' must be in [{MIN_POLL_INTERVAL}, 10] seconds (shorter polls only "
+            f"spin the server), got {c.poll_interval}"
+        )
+    if not (math.isfinite(c.round_timeout) and c.round_timeout > 0):
+        problems.append(f"'round-timeout' must be a finite number > 0 seconds, got "
+                        f"{c.round_timeout}")  # fmt: skip
     if c.checkpoint_every < 0:
         problems.append(f"'checkpoint-every' must be >= 0 (0 = off), got {c.checkpoint_every}")
     if not 0.0 <= c.fail_prob <= 1.0:

@@ -53,8 +53,8 @@ DRIVER = (
 
 @pytest.mark.slow
 def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> None:
-    """Ray 2.55 listens on every interface (docs/security.md): its token is what keeps the
-    network out. A driver without the launcher's token is refused; ours gets in."""
+    """Beside loopback (tests/test_ports.py), the head needs its token: a driver without the
+    launcher's token is refused; ours gets in."""
     from immunefl.processes import terminate
     from immunefl.rayhead import RayHead
     from immunefl.submission import flwr_env
