@@ -217,5 +217,5 @@ def resolve_config(
     data_dir = config.get("data-dir")
     if isinstance(data_dir, str) and data_dir and "\0" not in data_dir:
         # relative to the caller's directory: the apps run elsewhere and refuse a relative one
-        config["data-dir"] = os.path.abspath(os.path.expanduser(data_dir))
+        config.update({"data-dir": os.path.abspath(os.path.expanduser(data_dir))})
     return validate_config(config, schema, CHECKS)
