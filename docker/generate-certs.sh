@@ -2,6 +2,7 @@
 # Self-signed CA + SuperLink server certificate for TLS (Flower's pattern, openssl only).
 #
 #   bash docker/generate-certs.sh OUT_DIR [NAME ...]
+#   SUPERLINK_UID=49999 bash docker/generate-certs.sh OUT_DIR [NAME ...]   # for the containers
 #
 # OUT_DIR gets ca.crt, ca.key, server.pem, server.key (keys mode 600, see the end). The server
 # certificate is valid for
@@ -59,11 +60,12 @@ printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,
 openssl x509 -req -sha256 -in "$out/server.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" \
   -CAcreateserial -days 365 -extfile "$ext" -out "$out/server.pem" 2>/dev/null
 rm -f "$out/server.csr" "$out/ca.srl"
-# private keys: owner only. The SuperLink container runs as `app` (uid 49999 in Flower's
-# images) and must read server.key: as root, hand it to that uid (SUPERLINK_UID to change);
-# otherwise it stays yours (for `immunefl deploy`); run `sudo chown 49999 server.key` for Docker.
+# private keys: owner only, and they stay yours (a process deployment, `immunefl deploy`).
+# For a container deployment, SUPERLINK_UID=<uid> hands server.key to the container's user
+# (`app`, uid 49999 in Flower's images; `immunefl deploy certs --container` sets it): only
+# then, as root; otherwise run `sudo chown 49999 server.key`.
 chmod 600 "$out/ca.key" "$out/server.key"
-if [[ "$(id -u)" -eq 0 ]]; then
-  chown "${SUPERLINK_UID:-49999}" "$out/server.key"
+if [[ -n "${SUPERLINK_UID:-}" ]]; then
+  chown "$SUPERLINK_UID" "$out/server.key"
 fi
 echo "certificates in $out (SANs: $sans)"

@@ -20,6 +20,7 @@ federation.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -52,9 +53,17 @@ class Security:
         return self.certs / "ca.crt"
 
 
-def generate_certs(out: Path, names: list[str] = ()) -> Path:  # type: ignore[assignment]
-    """CA + SuperLink certificate in `out` (valid for localhost, 127.0.0.1 and `names`)."""
-    subprocess.run(["bash", str(CERTS_SCRIPT), str(out), *names], check=True)  # noqa: S603,S607
+def generate_certs(
+    out: Path,
+    names: list[str] = (),
+    container_uid: int | None = None,  # type: ignore[assignment]
+) -> Path:
+    """CA + SuperLink certificate in `out` (valid for localhost, 127.0.0.1 and `names`);
+    ``server.key`` goes to `container_uid` (a container deployment) or stays the caller's."""
+    env = {k: v for k, v in os.environ.items() if k != "SUPERLINK_UID"}
+    if container_uid is not None:
+        env["SUPERLINK_UID"] = str(container_uid)
+    subprocess.run(["bash", str(CERTS_SCRIPT), str(out), *names], check=True, env=env)  # noqa: S603,S607
     return Path(out)
 
 

@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("certs", help="generate a CA and a SuperLink TLS certificate")
     p.add_argument("out", type=Path)
     p.add_argument("names", nargs="*", help="extra host names / IPs of the SuperLink")
+    p.add_argument("--container", action="store_true", help="for docker compose: give server.key "
+                   "to the SuperLink container's user (as root; --container-uid)")  # fmt: skip
+    p.add_argument("--container-uid", type=int, default=49999, help="uid of that user (49999)")
 
     p = dsub.add_parser("keys", help="generate SuperNode key pairs node-<partition>(.pub)")
     p.add_argument("out", type=Path)
@@ -198,7 +201,7 @@ def deploy_main(args: argparse.Namespace) -> int:
             setattr(args, name, Path(os.path.abspath(value.expanduser())))
     try:
         if cmd == "certs":
-            generate_certs(args.out, args.names)
+            generate_certs(args.out, args.names, args.container_uid if args.container else None)
         elif cmd == "keys":
             for pid in parse_partitions(args.partitions):
                 print(generate_node_key(args.out, f"node-{pid}"))
@@ -212,14 +215,15 @@ def deploy_main(args: argparse.Namespace) -> int:
             print(f"immunefl: SuperLink on {args.address}; stop with "
                   f"`immunefl deploy down --state {args.state}`")  # fmt: skip
         elif cmd == "register":
-            dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(tempfile.mkdtemp()),
-                             args.superlink, _security(args))  # fmt: skip
             keys = sorted(args.keys.glob("node-*.pub"))
             if not keys:
                 raise RuntimeError(f"--keys {args.keys}: no node-*.pub public keys there "
                                    "(make them with `immunefl deploy keys`)")  # fmt: skip
-            for pub in keys:
-                print(f"{dep.register(pub, pub.stem)}: {pub}")
+            with tempfile.TemporaryDirectory(prefix="immunefl-deploy-") as state:
+                dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(state), args.superlink,
+                                 _security(args))  # fmt: skip
+                for pub in keys:
+                    print(f"{dep.register(pub, pub.stem)}: {pub}")
         elif cmd == "supernodes":
             security = _security(args)
             if security.certs is not None and args.keys is not None:
@@ -232,9 +236,11 @@ def deploy_main(args: argparse.Namespace) -> int:
                 dep.start_supernode(pid, args.num_partitions, role, free_port(), key)
                 print(f"immunefl: SuperNode partition {pid} ({role}) -> {args.superlink}")
         elif cmd == "run":
-            dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(tempfile.mkdtemp()),
-                             args.superlink, _security(args))  # fmt: skip
-            return _submit(dep, _run_config(args), args.flwr_home)
+            config = _run_config(args)
+            with tempfile.TemporaryDirectory(prefix="immunefl-deploy-") as state:
+                dep = Deployment(PROJECT_ROOT, args.flwr_home, Path(state), args.superlink,
+                                 _security(args))  # fmt: skip
+                return _submit(dep, config, args.flwr_home)
         elif cmd == "down":
             names = stop_state(args.state)
             print(f"immunefl: stopped {len(names)} process(es): {', '.join(names) or 'none'}")

@@ -201,7 +201,7 @@ class Stack:
         self.docker = _docker_cli() or "docker"
         self.project = f"immunefle2e{os.getpid()}"
         self.port, self.prom_port = free_port(), free_port()
-        self.certs = generate_certs(tmp / "certs")
+        self.certs = generate_certs(tmp / "certs", container_uid=APP_UID)  # the SuperLink reads it
         self.keys = tmp / "keys"
         for i in range(NODES):
             generate_node_key(self.keys, f"node-{i}")

@@ -85,7 +85,8 @@ def test_the_probe_reads_a_socket_of_ours() -> None:
         wide.listen()
         narrow.listen()
         mine = {listening_sockets()[i] for i in socket_inodes(os.getpid())}
-    assert mine == {("0.0.0.0", wide.getsockname()[1]), ("127.0.0.1", narrow.getsockname()[1])}
+        ports = wide.getsockname()[1], narrow.getsockname()[1]
+    assert mine == {("0.0.0.0", ports[0]), ("127.0.0.1", ports[1])}
     assert not is_loopback("0.0.0.0") and not is_loopback("::")
     assert is_loopback("::ffff:127.0.0.1") and is_loopback("127.0.0.1") and is_loopback("::1")
 
