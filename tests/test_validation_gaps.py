@@ -35,8 +35,8 @@ else:  # pragma: no cover
         ({"round-timeout": "nan"}, "'round-timeout' must be a finite number > 0"),
         ({"poll-interval": "0.0001"}, "'poll-interval' must be in [0.001, 10]"),
         ({"ldp-clip": "inf"}, "'ldp-clip' must be a finite number > 0"),
-        ({"strategy": "cdp", "cdp-clip": "inf"}, "'cdp-clip' must be a finite number > 0"),
-        ({"strategy": "dp-fixed", "dp-clip": "nan"}, "'dp-clip' must be a finite number > 0"),
+        ({"strategy": "cdp", "cdp-clip": "inf"}, "'cdp-clip' must be a finite number, got inf"),
+        ({"strategy": "dp-fixed", "dp-clip": "nan"}, "'dp-clip' must be a finite number, got nan"),
         ({"checkpoint-every": str(2**63)}, "'checkpoint-every' 9223372036854775808 does not fit"),
     ],
 )
