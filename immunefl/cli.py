@@ -50,7 +50,9 @@ from task.schema import PROJECT_ROOT, ConfigError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="immunefl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run one experiment"), ("sweep", "run every point of a sweep")):
+    for name, text in (("run", "run one experiment"), ("sweep", "run every point of a sweep"),
+                       ("matrix", "run every attack against every defense (report: heatmaps, "
+                        "worst-case ranking)")):  # fmt: skip
         p = sub.add_parser(name, help=f"{text} on the local simulation engine")
         p.add_argument("config", nargs="?", type=Path, help="YAML file of run-config values")
         p.add_argument("--config", dest="config_opt", type=Path, help="same as the positional")
@@ -260,6 +262,13 @@ def cmd(args: argparse.Namespace) -> int:
               f"point, named by its values, e.g. {configs[0][1].run_name}; run-name names the "
               "sweep's directory)", flush=True)  # fmt: skip
     configs = [(point, config.named()) for point, config in configs]
+    return launch(args, configs, yaml_path)
+
+
+def launch(
+    args: argparse.Namespace, configs: list[tuple[dict[str, Any], RunConfig]], yaml_path: Any
+) -> int:
+    """Resume (a sweep with ``--resume``), claim every run directory, run; the exit code."""
     finished: list[dict[str, Any]] = []
     if args.command == "sweep" and args.resume is not None:
         try:
@@ -338,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         what = "report.md" if args.no_plots else "figures and report.md"
         print(f"immunefl: {what} in {out}", file=sys.stderr)
         return 0
+    if args.command == "matrix":
+        from immunefl.matrix_cli import matrix_main
+
+        return matrix_main(args)
     if args.command == "plugins":
         from immunefl.plugins import listing
 

@@ -265,6 +265,11 @@ def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[
 def report(roots: Iterable[Path], out_dir: Path | None = None, plots: bool = True) -> str:
     """The report of every experiment in `roots`; report.md (and, with `plots`, the figures)
     go to `out_dir`."""
+    roots = [Path(r) for r in roots]
+    if any((r / "matrix.json").exists() for r in roots):  # an attack x defense matrix
+        from immunefl.matrix_report import matrix_report
+
+        return "\n".join(matrix_report(r, out_dir, plots) for r in roots)
     text = "\n".join(experiment_report(Path(r), out_dir if plots else None) for r in roots)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
