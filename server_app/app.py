@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from server_app.checkpoint import load_checkpoint, restore_numpy_rng
+from server_app.checkpoint import load_checkpoint, restore_numpy_rng, restore_strategy_state
 from server_app.checks import CHECKS
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
@@ -135,6 +135,8 @@ def main(grid: Grid, context: Context) -> None:
         initial = ArrayRecord(ckpt.model)
         cf_initial = ArrayRecord(ckpt.counterfactual) if ckpt.counterfactual else initial
         restore_numpy_rng(ckpt.numpy_rng)
+        restore_strategy_state(strategy, ckpt.strategy_state)
+        restore_strategy_state(cf_strategy, ckpt.cf_strategy_state)
         start_round = ckpt.server_round + 1
         log(INFO, "[immunefl] resuming %s after round %d", run_dir, ckpt.server_round)
     exporter = MetricsExporter(config)
@@ -145,6 +147,8 @@ def main(grid: Grid, context: Context) -> None:
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
             s.reported_sizes.update(roster.reported_sizes())
+            if isinstance(getattr(s, "client_keys", None), dict):  # keys that outlive node ids
+                s.client_keys.update({n: p for p, n in roster.node_of.items()})
 
     def finish(extra: dict[str, Any]) -> dict[str, Any]:
         summary = summarize(recorder.rows, time.time() - started)
