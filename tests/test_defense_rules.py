@@ -284,3 +284,20 @@ def test_root_trainer_trains_the_global_model_on_the_root_set(tmp_path: Path, mo
     assert len(trainer.root()) == 20
     assert all(torch.equal(a[k], b[k]) for k in a)  # seeded by round
     assert any(not torch.equal(a[k], state[k]) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "kwargs", "key"),
+    [("GeoMedStrategy", {"nu": 0.0}, "'geomed-nu'"),
+     ("CenteredClippingStrategy", {"tau": -1.0}, "'cc-tau'"),
+     ("FLTrustStrategy", {"root_size": 0}, "'fltrust-root-size'"),
+     ("FoolsGoldStrategy", {"normalize": "sum"}, "'foolsgold-normalize'"),
+     ("FlameStrategy", {"noise_lambda": float("nan")}, "'flame-lambda'"),
+     ("DnCStrategy", {"niters": 0}, "'dnc-niters'"),
+     ("NormBoundStrategy", {"bound": 0.0}, "'norm-bound-m'")],
+)  # fmt: skip
+def test_a_rule_built_by_hand_names_the_key_of_a_bad_value(cls_name, kwargs, key) -> None:
+    import strategies
+
+    with pytest.raises(ValueError, match=key):
+        getattr(strategies, cls_name)(**kwargs)
