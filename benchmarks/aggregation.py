@@ -11,7 +11,14 @@ size (20 x 11.2 M x 4 B = 894 MB).
 - Flower: what `FedMedian` / `FedTrimmedAvg` do per layer: ``np.median(np.stack(layers), 0)``
   and ``flwr...fedtrimmedavg.trim_mean(np.stack(layers), beta)`` over ResNet-18's layers.
 
-    python benchmarks/aggregation.py
+Second table (``--table defenses``, issue 29): the rules and pre-aggregators of issue 29 at
+their run-config defaults, as a ratio to a plain weighted mean (`strategies.mean`) of the same
+updates: ``geomed``, ``centered-clipping`` (a non-zero centre), ``fltrust`` (server update
+given), ``foolsgold`` (histories = 2 x U), ``flame``, ``dnc``, ``norm-bound`` (noise 0.01),
+and ``bucketing`` (s 2), ``nnm`` (f 1), ``clipping`` (static c 1) and ``arc`` (f 1) alone.
+
+    python benchmarks/aggregation.py                   # both tables
+    python benchmarks/aggregation.py --table defenses  # issue 29's table only
 """
 
 from __future__ import annotations
@@ -32,6 +39,35 @@ METHODS = {
     "trimmed-mean": ("ours", "flower-trimmed-mean"),
     "invariant": ("ours", None),
 }
+#: issue 29's rules and pre-aggregators, measured against "mean"
+DEFENSES = ("geomed", "centered-clipping", "fltrust", "foolsgold", "flame", "dnc", "norm-bound",
+            "bucketing", "nnm", "clipping", "arc")  # fmt: skip
+
+
+def defense(method: str, U, gen):  # noqa: ANN001, ANN201 - benchmark glue
+    """Run one of `DEFENSES` (or the plain mean) on ``U`` at its run-config defaults."""
+    import torch
+
+    from strategies import centered_clipping, dnc, flame, fltrust, foolsgold, geomed, norm_bound
+    from strategies import preaggregators as pre
+    from strategies.mean import weighted_mean
+
+    w = torch.ones(U.shape[0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    return {
+        "mean": lambda: weighted_mean(U, w),
+        "geomed": lambda: geomed.geometric_median_result(U, w),
+        "centered-clipping": lambda: centered_clipping.centered_clipping(U, U[0], 1.0, 1),
+        "fltrust": lambda: fltrust.fltrust(U, U[1]),
+        "foolsgold": lambda: foolsgold.foolsgold_aggregate(U, 2 * U),
+        "flame": lambda: flame.flame(U, noise_lambda=0.001, generator=g),
+        "dnc": lambda: dnc.dnc_result(U, 1, generator=g),
+        "norm-bound": lambda: norm_bound.norm_bound(U, 1.0, weights=w, noise_std=0.01, generator=g),
+        "bucketing": lambda: pre.bucketing(U, 2, g),
+        "nnm": lambda: pre.nnm(U, 1),
+        "clipping": lambda: pre.static_clipping(U, 1.0),
+        "arc": lambda: pre.adaptive_clipping(U, 1),
+    }[method]
 
 
 def _rss() -> int:
@@ -62,8 +98,12 @@ def worker(method: str, repeat: int) -> dict:
             for j, s in enumerate(shapes)
         ]
 
+    fn = defense(method, U, None) if method in ("mean", *DEFENSES) else None
+
     def run() -> None:
-        if method == "median":
+        if fn is not None:
+            fn()
+        elif method == "median":
             from strategies.median import coordinate_median
 
             coordinate_median(U)
@@ -113,6 +153,7 @@ def worker(method: str, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--table", choices=("flower", "defenses", "all"), default="all")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -131,6 +172,17 @@ def main() -> None:
     print(
         f"{N_CLIENTS} updates x ResNet-18 size, CPU ({os.cpu_count()} cores), best of {args.repeat}"
     )
+    if args.table in ("defenses", "all"):
+        mean = measure("mean")
+        print(f"{'rule':19}{'s':>8}{'x mean':>9}{'mem':>8}   (mean: {mean['seconds']:.3f} s; "
+              "mem: extra peak RSS / stacked updates)")  # fmt: skip
+        for method in DEFENSES:
+            r = measure(method)
+            print(f"{method:19}{r['seconds']:8.3f}{r['seconds'] / mean['seconds']:8.1f}x"
+                  f"{r['extra_bytes'] / r['stacked_bytes']:7.2f}x")  # fmt: skip
+        print("target: <= 10x the mean, except where the math is inherently heavier")
+    if args.table == "defenses":
+        return
     print(
         f"{'rule':14}{'ours s':>9}{'flower s':>10}{'speed-up':>10}{'ours mem':>10}"
         f"{'flower mem':>12}   (extra peak RSS / stacked updates)"

@@ -12,7 +12,7 @@ import torch
 from attacks import ROLES
 from task.allocator import configure_allocator
 from task.data import Dataset, load_dataset
-from task.partition import cached_partitions
+from task.partition import cached_partitions, server_holdout
 from task.roles import simulated_role
 from task.runconfig import RunConfig
 
@@ -50,7 +50,8 @@ class NodeIdentity:
 
 
 def all_partitions(run_config: RunConfig, num_partitions: int) -> tuple[torch.Tensor, ...]:
-    """Every partition's training indices (cached per process)."""
+    """Every partition's training indices (cached per process); the server's root examples
+    (`task.partition.server_holdout`) are in none of them."""
     return cached_partitions(
         run_config.dataset,
         run_config.data_dir,
@@ -58,6 +59,7 @@ def all_partitions(run_config: RunConfig, num_partitions: int) -> tuple[torch.Te
         num_partitions,
         run_config.seed,
         run_config.dirichlet_alpha,
+        server_holdout(run_config),
     )
 
 

@@ -2,11 +2,12 @@
 
 Every ``checkpoint-every`` rounds the ServerApp writes ``<run_dir>/checkpoint.pt`` atomically
 (temporary file, fsync, rename): the round number, the global model, the counterfactual model
-(``track-aep``), the rows written so far, and NumPy's global RNG state (Flower's DP wrapper
-draws from it). Nothing else is needed: client sampling, the attack schedule, every client's
-data order and all defense noise come from streams keyed by (seed, round[, partition]), and the
-strategies keep no state between rounds, so round t+1 after a resume is computed from exactly
-the same inputs as in an uninterrupted run.
+(``track-aep``), the rows written so far, NumPy's global RNG state (Flower's DP wrapper
+draws from it) and what a rule keeps across rounds (``strategy_state``, and the
+counterfactual's: `ImmuneFedAvg.server_state`, e.g. FoolsGold's per-client histories, centred
+clipping's centre). Nothing else is needed: client sampling, the attack schedule, every client's
+data order and all defense noise come from streams keyed by (seed, round[, partition]), so
+round t+1 after a resume is computed from exactly the same inputs as in an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ class Checkpoint:
     counterfactual: dict[str, torch.Tensor] | None
     rows: list[dict[str, Any]]
     numpy_rng: Any
+    strategy_state: dict[str, Any] | None = None  # `server_state` of the rule (None: none)
+    cf_strategy_state: dict[str, Any] | None = None  # ... of the counterfactual's rule
+
+
+def strategy_state(strategy: Any) -> dict[str, Any] | None:
+    """A strategy's `server_state` (None for a strategy without one, e.g. dp-fixed)."""
+    get = getattr(strategy, "server_state", None)
+    return get() if callable(get) else None
+
+
+def restore_strategy_state(strategy: Any, state: dict[str, Any] | None) -> None:
+    """Give a freshly built strategy the state a checkpoint saved (nothing if none)."""
+    load = getattr(strategy, "load_server_state", None)
+    if state is not None and callable(load):
+        load(state)
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:

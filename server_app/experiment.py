@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from server_app.checkpoint import load_checkpoint, restore_numpy_rng
+from server_app.checkpoint import load_checkpoint, restore_numpy_rng, restore_strategy_state
 from server_app.evaluation import CentralEvaluator
 from server_app.loop import Counterfactual, run_rounds
 from server_app.metrics import MetricsExporter
@@ -150,6 +150,8 @@ def run_experiment(
         initial = ArrayRecord(ckpt.model)
         cf_initial = ArrayRecord(ckpt.counterfactual) if ckpt.counterfactual else initial
         restore_numpy_rng(ckpt.numpy_rng)
+        restore_strategy_state(strategy, ckpt.strategy_state)
+        restore_strategy_state(cf_strategy, ckpt.cf_strategy_state)
         start_round = ckpt.server_round + 1
         log(INFO, "[immunefl] resuming %s after round %d", run_dir, ckpt.server_round)
     exporter = MetricsExporter(config)
@@ -161,6 +163,8 @@ def run_experiment(
     for s in (strategy, counterfactual.strategy if counterfactual else None):
         if s is not None:
             s.reported_sizes.update(roster.reported_sizes())
+            if isinstance(getattr(s, "client_keys", None), dict):  # keys that outlive node ids
+                s.client_keys.update({n: p for p, n in roster.node_of.items()})
             inner = getattr(s, "strategy", s)  # dp-fixed wraps ours (and weighs replies alike)
             inner.weighting = config.weighting
             inner.assigned_sizes.update(assigned)

@@ -21,7 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint
+from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint, strategy_state
 from server_app.outcomes import ClientFailure, round_outcomes, unexpected_failures
 from server_app.results import RunRecorder
 from server_app.roster import Roster
@@ -192,7 +192,8 @@ def run_rounds(
                 Checkpoint(
                     server_round, arrays.to_torch_state_dict(),
                     counterfactual.arrays.to_torch_state_dict() if counterfactual else None,
-                    recorder.rows, numpy_rng_state(),
+                    recorder.rows, numpy_rng_state(), strategy_state(strategy),
+                    strategy_state(counterfactual.strategy) if counterfactual else None,
                 ),
             )  # fmt: skip
         attack = "".join(

@@ -17,8 +17,18 @@ from typing import Protocol
 from flwr.serverapp.strategy import Strategy
 
 from strategies.contract import NodeSelector, RuleContract
+from strategies.defenses import (
+    CenteredClippingStrategy,
+    DnCStrategy,
+    FlameStrategy,
+    FoolsGoldStrategy,
+    GeoMedStrategy,
+    NormBoundStrategy,
+)
 from strategies.fedavg import ImmuneFedAvg
 from strategies.flower_rules import BulyanStrategy, DPFixedClipping, KrumStrategy, MultiKrumStrategy
+from strategies.fltrust_rule import FLTrustStrategy
+from strategies.preaggregate import preaggregation_problems
 from strategies.robust import (
     CDPStrategy,
     InvariantStrategy,
@@ -56,20 +66,34 @@ STRATEGIES: dict[str, type[RuleContract]] = {
     "multikrum": MultiKrumStrategy,
     "bulyan": BulyanStrategy,
     "dp-fixed": DPFixedClipping,
+    "geomed": GeoMedStrategy,
+    "centered-clipping": CenteredClippingStrategy,
+    "fltrust": FLTrustStrategy,
+    "foolsgold": FoolsGoldStrategy,
+    "flame": FlameStrategy,
+    "dnc": DnCStrategy,
+    "norm-bound": NormBoundStrategy,
 }
 
 __all__ = [
     "STRATEGIES",
     "BulyanStrategy",
     "CDPStrategy",
+    "CenteredClippingStrategy",
     "ConfigurableStrategy",
     "DPFixedClipping",
+    "DnCStrategy",
+    "FLTrustStrategy",
+    "FlameStrategy",
+    "FoolsGoldStrategy",
+    "GeoMedStrategy",
     "ImmuneFedAvg",
     "InvariantStrategy",
     "KrumStrategy",
     "MedianStrategy",
     "MultiKrumStrategy",
     "NodeSelector",
+    "NormBoundStrategy",
     "RLRStrategy",
     "SignSGDStrategy",
     "TrimmedMeanStrategy",
@@ -97,12 +121,13 @@ def strategy_class(name: str) -> type[RuleContract]:
 
 
 def strategy_problems(config: RunConfig) -> list[str]:
-    """Problems with the configured strategy's name or hyper-parameters."""
+    """Problems with the configured strategy's name or hyper-parameters, and with the
+    pre-aggregators in front of it (`strategies.preaggregate`)."""
     try:
         cls = strategy_class(config.strategy)
     except (ValueError, TypeError) as exc:
         return [str(exc)]
-    return cls.config_problems(config)
+    return preaggregation_problems(config, cls) + cls.config_problems(config)
 
 
 def build_strategy(config: RunConfig, select_nodes: NodeSelector) -> Strategy:

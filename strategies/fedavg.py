@@ -17,7 +17,11 @@ What every rule inherits:
 - **Pseudo-gradients**: rules see ``U (n, d)``, ``U_i = W_i - W_global``, stacked once on the
   aggregation device, and return one update ``g~ (d,)``; the new global is
   ``W_global + server_lr * g~``. FedAvg's rule is the example-weighted mean.
+- **Pre-aggregation** (``pre-aggregator``: bucketing, NNM, clipping; `strategies.preaggregate`)
+  maps ``U`` to the rows the rule combines, in `aggregate_accepted`.
 - **Diagnostics** (aggregation wall time and what the rule reports) join the round's metrics.
+- **Server state** a rule keeps across rounds (FoolsGold's histories, a centre) goes through
+  `server_state` / `load_server_state` into the checkpoint, so a resumed run is bit-identical.
 
 Subclasses override `aggregate_updates` only, declare their hyper-parameters in ``PARAMS`` and
 take them as keyword arguments (`strategies.contract`): that is the whole plugin contract.
@@ -38,6 +42,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from strategies.contract import NodeSelector, RuleContract
 from strategies.mean import weighted_mean
+from strategies.preaggregate import PreAggregation
 from strategies.updates import (
     EVAL_PREFIX,
     METRICS_KEY,
@@ -89,6 +94,8 @@ class ImmuneFedAvg(RuleContract, FedAvg):
     fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes :
         Flower's sampling arguments (used without ``select_nodes``; with it, refused unless left
         at their defaults, so that nothing is silently ignored).
+    pre_aggregation : PreAggregation, optional
+        Pre-aggregators applied to the stacked updates before the rule (`strategies.preaggregate`).
     weighted_by_key, arrayrecord_key, configrecord_key :
         Flower's record names; replies are screened against ``num-examples``, ``arrays`` and
         ``metrics``, so other values are refused.
@@ -104,6 +111,7 @@ class ImmuneFedAvg(RuleContract, FedAvg):
         server_lr: float = 1.0,
         device: str = "auto",
         weight_cap_ratio: float = 2.0,
+        pre_aggregation: PreAggregation | None = None,
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
         min_train_nodes: int = 2,
@@ -152,6 +160,11 @@ class ImmuneFedAvg(RuleContract, FedAvg):
         self.server_lr = float(server_lr)
         self.device = resolve_device(device)
         self.weight_cap_ratio = float(weight_cap_ratio)
+        self.pre_aggregation = pre_aggregation
+        #: node id -> a key that outlives the SuperLink (partition id) for rules that remember
+        self.client_keys: dict[int, int] = {}
+        #: the accepted nodes of the round being aggregated, in the order of the rows of U
+        self.round_nodes: list[int] = []
         self._last_train_nodes: list[int] = []
         self._last_eval_nodes: list[int] = []
         self._global: ArrayRecord | None = None
@@ -174,9 +187,10 @@ class ImmuneFedAvg(RuleContract, FedAvg):
         log(INFO, "\t├──> %s: nodes by %s", type(self).__name__, how)
         log(INFO, "\t├──> client-side evaluation: %s", "on" if self.federated_eval else "off")
         params = ", ".join(f"{p.arg}={getattr(self, p.arg, p.default)!r}" for p in self.PARAMS)
-        log(INFO, "\t└──> screening: min_replies %d, max_update_norm %g, weight_cap_ratio %g%s",
-            self.min_replies, self.max_update_norm, self.weight_cap_ratio,
-            f"; {params}" if params else "")  # fmt: skip
+        pre = ",".join(self.pre_aggregation.names) if self.pre_aggregation else "none"
+        log(INFO, "\t└──> screening: min_replies %d, max_update_norm %g, weight_cap_ratio %g; "
+            "pre-aggregator %s%s", self.min_replies, self.max_update_norm, self.weight_cap_ratio,
+            pre, f"; {params}" if params else "")  # fmt: skip
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -188,7 +202,16 @@ class ImmuneFedAvg(RuleContract, FedAvg):
             "server_lr": config.server_lr,
             "device": config.device,
             "weight_cap_ratio": config.weight_cap_ratio,
+            "pre_aggregation": PreAggregation.from_config(config),
         }
+
+    # ----------------------------------------------------------------- server state
+    def server_state(self) -> dict[str, Any]:
+        """What the rule keeps across rounds (tensors, numbers, dicts, lists); none here."""
+        return {}
+
+    def load_server_state(self, state: dict[str, Any]) -> None:
+        """Restore `server_state` (a resumed run)."""
 
     # ----------------------------------------------------------------- configure
     def _messages(
@@ -344,7 +367,11 @@ class ImmuneFedAvg(RuleContract, FedAvg):
     ) -> tuple[ArrayRecord, Diagnostics]:
         """Run the pseudo-gradient rule on the accepted replies (overridable as a whole)."""
         assert self._global is not None and screened.updates is not None
-        update, diag = self.aggregate_updates(screened.updates, screened.weights, server_round)
+        self.round_nodes = list(screened.nodes)
+        U, weights = screened.updates, screened.weights
+        if self.pre_aggregation is not None:  # `strategies.preaggregate`
+            U, weights = self.pre_aggregation.apply(U, weights, server_round)
+        update, diag = self.aggregate_updates(U, weights, server_round)
         layout = Layout.of(self._global)
         return apply_update(self._global, layout, update * self.server_lr, screened.arrays), diag
 

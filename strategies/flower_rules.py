@@ -49,6 +49,12 @@ from task.seeding import derive_seed
 class FlowerRuleStrategy(ImmuneFedAvg):
     """Screen replies here, aggregate them with a Flower strategy's rule (`flower_rule`)."""
 
+    PRE_AGGREGATION = False
+    PRE_AGGREGATION_REFUSAL = (
+        "Flower's rule aggregates the replies' models in Flower's code, not the stacked updates "
+        "a pre-aggregator maps (use geomed, median or trimmed-mean with nnm)"
+    )
+
     def flower_rule(self) -> FedAvg:
         """The Flower strategy whose ``aggregate_train`` aggregates the screened replies."""
         raise NotImplementedError
@@ -156,6 +162,11 @@ class DPFixedClipping(RuleContract, DifferentialPrivacyServerSideFixedClipping):
     """
 
     strategy: ImmuneFedAvg
+    PRE_AGGREGATION = False
+    PRE_AGGREGATION_REFUSAL = (
+        "its noise z*C/K is calibrated to each client's share 1/K of the mean, which bucketing "
+        "and NNM change"
+    )
     PARAMS = (
         Param("dp-noise-multiplier", "noise_multiplier", 1.0, "Gaussian noise multiplier",
               low=0.0),

@@ -12,6 +12,7 @@ from strategies.fedavg import Diagnostics, ImmuneFedAvg
 from strategies.invariant import invariant_aggregate_with_mask
 from strategies.mean import weighted_mean
 from strategies.median import coordinate_median
+from strategies.preaggregate import rows_per_round
 from strategies.rlr import robust_lr_sign
 from strategies.signsgd import majority_vote
 from strategies.trimmed_mean import trim_count, trimmed_mean
@@ -21,14 +22,14 @@ from task.seeding import torch_generator
 
 
 def _n(config: RunConfig) -> int:
-    return config.clients_per_round
+    return rows_per_round(config)  # clients-per-round, fewer after bucketing
 
 
 def _trim_problem(key: str, value: float, config: RunConfig) -> list[str]:
     try:
         trim_count(_n(config), value)
     except ValueError as exc:
-        return [f"'{key}' {value} with clients-per-round {_n(config)}: {exc}"]
+        return [f"'{key}' {value} with {_n(config)} updates per round: {exc}"]
     return []
 
 
@@ -118,7 +119,7 @@ class RLRStrategy(ImmuneFedAvg):
     @classmethod
     def round_problems(cls, values: dict[str, Any], config: RunConfig) -> list[str]:
         if values["theta"] > _n(config):
-            return [f"'rlr-theta' must be in [0, clients-per-round={_n(config)}], "
+            return [f"'rlr-theta' must be in [0, updates per round={_n(config)}], "
                     f"got {values['theta']}"]  # fmt: skip
         return []
 

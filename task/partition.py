@@ -10,6 +10,10 @@ Schemes (all deterministic in `seed`):
 
 The partitioners run over an in-memory table of (index, label), so the result is a list of
 index arrays into the training split, not copies of the images.
+
+A server that trains on clean data of its own (FLTrust's root set) holds examples out first:
+`root_indices` draws them (seeded), and the clients' partitions are cut from the rest only, so
+no root example is in any client's partition (`cached_partitions` with ``holdout``).
 """
 
 from __future__ import annotations
@@ -128,13 +132,40 @@ def load_or_partition(
     return parts
 
 
+def server_holdout(config) -> int:
+    """Training examples the server keeps for itself, in no client's partition: FLTrust's root
+    set (``fltrust-root-size`` when ``strategy = fltrust``), else none. `config`: a RunConfig."""
+    return int(config.fltrust_root_size) if config.strategy == "fltrust" else 0
+
+
+def root_indices(num_examples: int, size: int, seed: int) -> np.ndarray:
+    """The server's ``size`` root examples: a seeded uniform draw (stream ``root-set``) of
+    indices into the training split, sorted.
+
+    >>> root_indices(10, 3, 0).tolist() == root_indices(10, 3, 0).tolist()
+    True
+    """
+    if not 0 < size < num_examples:
+        raise ValueError(f"a root set of {size} examples needs 0 < size < {num_examples}")
+    rng = np.random.default_rng(derive_seed(seed, "root-set") % (2**32))
+    return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
+
+
 @functools.lru_cache(maxsize=8)
 def cached_partitions(
-    dataset_name: str, data_dir: str, scheme: str, num_partitions: int, seed: int, alpha: float
-) -> tuple[torch.Tensor, ...]:
-    """`partition_indices` of a dataset's training split: once per process, and on disk."""
+    dataset_name: str, data_dir: str, scheme: str, num_partitions: int, seed: int, alpha: float,
+    holdout: int = 0,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """`partition_indices` of a dataset's training split: once per process, and on disk.
+    With ``holdout`` > 0 the `root_indices` are taken out first (in no partition)."""
     from task.data import load_dataset
 
     ds = load_dataset(dataset_name, data_dir)
-    parts = load_or_partition(ds.train.labels.numpy(), scheme, num_partitions, seed, alpha)
+    labels = ds.train.labels.numpy()
+    if holdout <= 0:
+        parts = load_or_partition(labels, scheme, num_partitions, seed, alpha)
+    else:
+        rest = np.setdiff1d(np.arange(labels.shape[0]), root_indices(len(labels), holdout, seed))
+        parts = [rest[p] for p in load_or_partition(labels[rest], scheme, num_partitions, seed,
+                                                    alpha)]  # fmt: skip
     return tuple(torch.from_numpy(np.ascontiguousarray(p)) for p in parts)

@@ -65,6 +65,25 @@ class RunConfig:
     multikrum_m: int
     dp_noise_multiplier: float
     dp_clip: float
+    pre_aggregator: str
+    preagg_bucket_size: int
+    preagg_f: int
+    preagg_clip: float
+    geomed_nu: float
+    geomed_tol: float
+    geomed_max_iter: int
+    cc_tau: float
+    cc_iters: int
+    fltrust_root_size: int
+    foolsgold_kappa: float
+    foolsgold_normalize: str
+    flame_lambda: float
+    dnc_f: int
+    dnc_b: int
+    dnc_niters: int
+    dnc_c: float
+    norm_bound_m: float
+    norm_bound_noise: float
     num_malicious: int
     malicious_placement: str
     attack: str
