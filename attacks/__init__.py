@@ -34,7 +34,7 @@ from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
-from task.params import config_params, declared, is_ref, load_ref
+from task.params import config_params, plugin_class
 from task.runconfig import RunConfig
 from task.schema import ConfigError
 
@@ -89,16 +89,7 @@ def attack_spec(name: str) -> AttackSpec:
     (a subclass of `Attack`); ValueError listing the valid names otherwise."""
     if name in ATTACKS:
         return ATTACKS[name]
-    if not is_ref(name):
-        raise ValueError(
-            f"'attack' is '{name}'; valid: none, {', '.join(ATTACKS)}, or package.module:Class "
-            "for an attack of your own"
-        )
-    cls = load_ref(name, "attack")
-    if not (isinstance(cls, type) and issubclass(cls, Attack)):
-        raise ValueError(f"'attack' {name!r} is not a subclass of attacks.Attack")
-    declared(cls)
-    return AttackSpec(cls)
+    return AttackSpec(plugin_class(name, "attack", Attack, ["none", *ATTACKS], "an attack"))
 
 
 def attack_problems(config: RunConfig) -> list[str]:

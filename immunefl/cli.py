@@ -170,6 +170,16 @@ def path_problems(config: RunConfig) -> None:
         raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
 
 
+def checked(raw: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict, RunConfig]]:
+    """Points typed and checked whole (`CHECKS`), their data and files found, before anything
+    starts (ConfigError or DataNotFoundError)."""
+    configs = [(point, RunConfig.from_mapping(config, checks=CHECKS)) for point, config in raw]
+    for _, config in configs:
+        locate_dataset(config.dataset, config.data_dir)
+        path_problems(config)
+    return configs
+
+
 def writable_problem(run_dir: Path) -> str | None:
     """Why the results of a run cannot be written to `run_dir` (checked before anything starts),
     or None. Creates the directories it will need anyway."""
@@ -235,10 +245,7 @@ def cmd(args: argparse.Namespace) -> int:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
             raw = expand_sweep(yaml_path, overrides, preset=args.preset, max_points=args.max_points)
             args.command = "sweep"
-        configs = [(point, RunConfig.from_mapping(config, checks=CHECKS)) for point, config in raw]
-        for _, config in configs:
-            locate_dataset(config.dataset, config.data_dir)
-            path_problems(config)
+        configs = checked(raw)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"immunefl: {exc}", file=sys.stderr)
         return 2

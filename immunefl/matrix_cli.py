@@ -11,16 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from immunefl.experiments import CHECKS, parse_overrides
+from immunefl.experiments import parse_overrides
 from immunefl.matrix import expand_matrix, point_name
-from task.datafiles import DataNotFoundError, locate_dataset
+from task.datafiles import DataNotFoundError
 from task.resultsio import atomic_write_json
-from task.runconfig import RunConfig
 from task.schema import ConfigError
 
 
 def matrix_main(args: argparse.Namespace) -> int:
-    from immunefl.cli import launch, path_problems
+    from immunefl.cli import checked, launch
 
     path = args.config or args.config_opt
     try:
@@ -30,10 +29,7 @@ def matrix_main(args: argparse.Namespace) -> int:
         if len(raw) > args.max_points:
             raise ConfigError([f"{path} has {len(raw)} points, more than --max-points "
                                f"{args.max_points}"])  # fmt: skip
-        configs = [(cell, RunConfig.from_mapping(c, checks=CHECKS)) for cell, c in raw]
-        for _, config in configs:
-            locate_dataset(config.dataset, config.data_dir)
-            path_problems(config)
+        configs = checked(raw)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"immunefl: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from strategies.robust import (
     SignSGDStrategy,
     TrimmedMeanStrategy,
 )
-from task.params import declared, is_ref, load_ref
+from task.params import plugin_class
 from task.runconfig import RunConfig
 
 
@@ -108,16 +108,7 @@ def strategy_class(name: str) -> type[RuleContract]:
     (which must subclass `ImmuneFedAvg`); ValueError listing the valid names otherwise."""
     if name in STRATEGIES:
         return STRATEGIES[name]
-    if not is_ref(name):
-        raise ValueError(
-            f"'strategy' is '{name}'; valid: {', '.join(STRATEGIES)}, or package.module:Class "
-            "for a rule of your own"
-        )
-    cls = load_ref(name, "strategy")
-    if not (isinstance(cls, type) and issubclass(cls, ImmuneFedAvg)):
-        raise ValueError(f"'strategy' {name!r} is not a subclass of strategies.ImmuneFedAvg")
-    declared(cls)  # a malformed PARAMS is the plugin author's error, named now
-    return cls
+    return plugin_class(name, "strategy", ImmuneFedAvg, STRATEGIES, "a rule")
 
 
 def strategy_problems(config: RunConfig) -> list[str]:

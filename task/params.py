@@ -164,6 +164,21 @@ def config_params(cls: type, config: Any) -> dict[str, Any]:
     return param_values(declared(cls), values)
 
 
+def plugin_class(value: str, kind: str, base: type, valid: Iterable[str], noun: str) -> type:
+    """The plugin class a ``strategy``/``attack`` value that is no built-in name names: it must
+    be ``package.module:Class`` of a subclass of `base` with well-formed ``PARAMS``; ValueError
+    listing the `valid` names otherwise."""
+    if not is_ref(value):
+        raise ValueError(f"'{kind}' is '{value}'; valid: {', '.join(valid)}, or "
+                         f"package.module:Class for {noun} of your own")  # fmt: skip
+    cls = load_ref(value, kind)
+    if not issubclass(cls, base):
+        raise ValueError(f"'{kind}' {value!r} is not a subclass of {base.__module__}."
+                         f"{base.__qualname__}")  # fmt: skip
+    declared(cls)  # a malformed PARAMS is the plugin author's error, named now
+    return cls
+
+
 def is_ref(value: str) -> bool:
     """Whether a ``strategy``/``attack`` value names a plugin class rather than a built-in."""
     return ":" in value

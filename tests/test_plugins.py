@@ -88,7 +88,7 @@ def test_plugin_hyperparameters_are_checked_before_anything_starts(plugin: str) 
     [
         ("nopkg_xyz.mod:Rule", "cannot import nopkg_xyz.mod"),
         ("myplug:Missing", "myplug has no class Missing"),
-        ("myplug:NotARule", "is not a subclass of strategies.ImmuneFedAvg"),
+        ("myplug:NotARule", "is not a subclass of strategies.fedavg.ImmuneFedAvg"),
         ("trimmed_mean", "valid: fedavg, median"),
     ],
 )
