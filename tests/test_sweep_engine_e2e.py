@@ -63,7 +63,7 @@ def test_a_failed_point_is_recorded_and_a_killed_sweep_resumes(tmp_path: Path, f
     args = [str(f), "--set", f"data-dir={fmnist_dir}", "--set", f"results-dir={tmp_path / 'r'}",
             "--set", "run-name=sw", "--quiet"]  # fmt: skip
     sweep = tmp_path / "r" / "sw"
-    last = sweep / "seed=2"
+    last = sweep / "seed=2_num-server-rounds=6"
     proc = subprocess.Popen(
         [sys.executable, "-m", "immunefl.cli", "sweep", *args, "--flwr-home", str(tmp_path / "h")],
         cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -75,7 +75,7 @@ def test_a_failed_point_is_recorded_and_a_killed_sweep_resumes(tmp_path: Path, f
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)  # the launcher only: its reaper stops the federation
-    proc.wait(timeout=60)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed mid-way, not finished
     first = json.loads((sweep / "seed=0" / "summary.json").read_text())
     failed = json.loads((sweep / "seed=1_inject-faults=2-bug" / "summary.json").read_text())
     assert first["status"] == "completed"
