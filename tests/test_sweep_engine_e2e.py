@@ -70,7 +70,8 @@ def test_a_failed_point_is_recorded_and_a_killed_sweep_resumes(tmp_path: Path, f
     )  # fmt: skip
     deadline = time.monotonic() + 800
     while time.monotonic() < deadline and proc.poll() is None:
-        rows = (last / "rounds.jsonl").read_text().splitlines() if last.exists() else []
+        path = last / "rounds.jsonl"
+        rows = path.read_text().splitlines() if path.exists() else []
         if len(rows) >= 2 and (last / "checkpoint.pt").exists():
             break
         time.sleep(0.2)
