@@ -37,6 +37,7 @@ from immunefl.experiments import (
     parse_overrides,
     resolve_config,
 )
+from immunefl.matrix import expand_matrix, is_matrix
 from immunefl.submission import RunFailed
 from immunefl.sweeps import point_name, run_points
 from immunefl.yamlfile import load_yaml
@@ -152,13 +153,19 @@ def list_configs(directory: Path) -> str:
         description = " ".join(str(data.get("description") or " ".join(header)).split())
         presets = ", ".join(config_presets(path)) or "none"
         try:
-            points = len(expand_sweep(path)) if is_sweep(path) else 1
+            if is_matrix(path):
+                points = len(expand_matrix(path))
+            else:
+                points = len(expand_sweep(path)) if is_sweep(path) else 1
         except ConfigError:
             points = 0  # e.g. a deployment config that needs --set values
         runs = f"{points} run{'s' if points != 1 else ''}" if points else "needs --set values"
         lines.append(f"{path.stem}  [{runs}; presets: {presets}]")
         lines += textwrap.wrap(description, 96, initial_indent="    ", subsequent_indent="    ")
-    lines.append(f"\nrun one: immunefl run {directory.name}/<name>.yaml [--preset cpu]")
+    lines.append(
+        f"\nrun one: immunefl run {directory.name}/<name>.yaml [--preset cpu] "
+        f"(a matrix: immunefl matrix {directory.name}/<name>.yaml)"
+    )
     return "\n".join(lines)
 
 

@@ -69,6 +69,14 @@ def read_matrix(path: Path, preset: str | None = None) -> dict[str, Any]:
             "defenses": _entries(data, "defenses", path), "seeds": seeds, "axes": axes}  # fmt: skip
 
 
+def is_matrix(path: Path) -> bool:
+    """Whether a YAML file is a matrix file (it has ``attacks:`` and ``defenses:``)."""
+    from immunefl.yamlfile import load_yaml
+
+    data = load_yaml(Path(path))
+    return isinstance(data, dict) and "attacks" in data and "defenses" in data
+
+
 def point_name(cell: Mapping[str, Any]) -> str:
     """A point's directory name: defense, attack, axis values, seed."""
     parts = [cell["defense"], cell["attack"]]

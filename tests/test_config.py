@@ -104,9 +104,12 @@ PAPER_FILES = [f for f in CONFIG_FILES if f.name.startswith(("fl-wbc-", "invaria
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_every_shipped_config_and_preset_validates(path: Path) -> None:
-    assert expand_sweep(path)  # a plain config is a one-point sweep
+    from immunefl.matrix import expand_matrix, is_matrix
+
+    expand = expand_matrix if is_matrix(path) else expand_sweep
+    assert expand(path)  # a plain config is a one-point sweep
     for preset in config_presets(path):
-        assert expand_sweep(path, preset=preset)
+        assert expand(path, preset=preset)
 
 
 def test_paper_experiments_exist_with_cpu_presets_smaller_than_paper_scale() -> None:
