@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attacks.backdoor import backdoor_poison
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.experiments import (
@@ -158,7 +159,7 @@ def list_configs(directory: Path) -> str:
 def path_problems(config: RunConfig) -> None:
     """Files a config names that must exist before anything starts (ConfigError if not)."""
     path = config.edge_case_file
-    uses_file = config.attack == "edge-case" and config.edge_case_source == "file"
+    uses_file = backdoor_poison(config) == "edge-case" and config.edge_case_source == "file"
     if uses_file and not Path(path).expanduser().is_file():
         raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
 
