@@ -1,0 +1,75 @@
+"""End-to-end: every attack of issue 30 through a real `flwr run` sweep, against one no-attack
+baseline of the same seed (one `immunefl sweep`, one SuperLink, 10 clients, 2 rounds).
+
+Round 1 is benign in every point (so all points share the model after it), round 2 is
+adversarial with 2 attackers among 6 clients (Fang-Krum's bound: 6 >= 2c + 2). Each attack must be delivered (its updates reach
+the rule) and move the metric it targets: benign accuracy below the baseline's for the
+untargeted attacks, ASR up from round 1 for the backdoors, and Mimic's update an exact copy of
+a benign one (its mechanism: under IID FedAvg a copy changes little, so accuracy is no test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from task.schema import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+UNTARGETED = ("min-max", "min-sum", "fang-trmean", "fang-krum", "label-flip")
+BACKDOORS = ("model-replacement", "neurotoxin")
+SWEEP = """\
+num-partitions: 10
+clients-per-round: 6
+num-server-rounds: 2
+num-malicious: 2
+malicious-per-round: 2
+adv-rounds: "2"
+attack-local-epochs: 2
+save-model: false
+variants:
+""" + "".join(f"  - {{attack: {a}}}\n" for a in ("none", *UNTARGETED, "mimic", *BACKDOORS))
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, fmnist_dir: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("attacks")
+    (tmp / "attacks.yaml").write_text(SWEEP)
+    out = subprocess.run(
+        [sys.executable, "-m", "immunefl.cli", "sweep", str(tmp / "attacks.yaml"),
+         "--flwr-home", str(tmp / "flwr-home"), "--set", f"results-dir={tmp / 'res'}",
+         "--set", "run-name=atk", "--set", f"data-dir={fmnist_dir}", "--quiet"],
+        capture_output=True, text=True, timeout=1500, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return tmp / "res" / "atk"
+
+
+def test_every_new_attack_is_delivered_and_moves_its_metric(sweep: Path) -> None:
+    base = _rows(sweep / "attack=none")
+    assert [r["adversarial"] for r in base] == [False, False]
+    for attack in (*UNTARGETED, "mimic", *BACKDOORS):
+        run = sweep / f"attack={attack}"
+        rows = _rows(run)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "completed", (attack, summary)
+        assert summary["attack_not_delivered_rounds"] == [], (attack, summary)
+        assert [r["adversarial"] for r in rows] == [False, True], attack
+        assert all(r["malicious_aggregated"] == 2 for r in rows[1:]), (attack, rows)
+        assert rows[0]["benign_acc"] == pytest.approx(base[0]["benign_acc"])  # same round 1
+        if attack in UNTARGETED:
+            assert rows[-1]["benign_acc"] < base[-1]["benign_acc"] - 0.005, (attack, rows, base)
+        elif attack in BACKDOORS:
+            assert rows[-1]["asr"] > rows[0]["asr"] + 0.2, (attack, rows)
+        else:  # mimic: both attackers send one benign node's exact update
+            for r in rows[1:]:
+                norms = [round(x, 4) for x in r["update_norms"]]
+                assert max(norms.count(x) for x in norms) == 3, (norms, r)
