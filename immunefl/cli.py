@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attacks.backdoor import backdoor_poison
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.experiments import (
@@ -158,6 +157,8 @@ def list_configs(directory: Path) -> str:
 
 def path_problems(config: RunConfig) -> None:
     """Files a config names that must exist before anything starts (ConfigError if not)."""
+    from attacks.backdoor import backdoor_poison  # (imports torch: the launcher must not)
+
     path = config.edge_case_file
     uses_file = backdoor_poison(config) == "edge-case" and config.edge_case_source == "file"
     if uses_file and not Path(path).expanduser().is_file():
