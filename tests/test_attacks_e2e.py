@@ -2,10 +2,11 @@
 baseline of the same seed (one `immunefl sweep`, one SuperLink, 10 clients, 2 rounds).
 
 Round 1 is benign in every point (so all points share the model after it), round 2 is
-adversarial with 2 attackers among 6 clients (Fang-Krum's bound: 6 >= 2c + 2). Each attack must be delivered (its updates reach
-the rule) and move the metric it targets: benign accuracy below the baseline's for the
-untargeted attacks, ASR up from round 1 for the backdoors, and Mimic's update an exact copy of
-a benign one (its mechanism: under IID FedAvg a copy changes little, so accuracy is no test)."""
+adversarial with 2 attackers among 6 clients (Fang-Krum's bound: 6 >= 2c + 2). Each attack must
+be delivered (its updates reach the rule) and move the metric it targets: benign accuracy below
+the baseline's for the untargeted attacks, ASR up from round 1 for the backdoors, and Mimic's
+update an exact copy of a benign one (its mechanism: under IID FedAvg a copy changes little, so
+accuracy is no test)."""
 
 from __future__ import annotations
 
