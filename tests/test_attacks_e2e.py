@@ -22,6 +22,14 @@ from task.schema import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 UNTARGETED = ("min-max", "min-sum", "fang-trmean", "fang-krum", "label-flip")
+# one round cannot show a pure slow-down: with p = -mu/|mu| (the default) Min-Max/Min-Sum send a
+# shorter benign step, and at this size a shorter step helps (measured: 0.7685 vs 0.7622); the
+# std and sign perturbations and Fang's partial-knowledge values reverse small coordinates
+VARIANT = {
+    "min-max": ", minmax-perturbation: std",
+    "min-sum": ", minmax-perturbation: sign",
+    "fang-trmean": ", attack-knowledge: partial",
+}
 BACKDOORS = ("model-replacement", "neurotoxin")
 SWEEP = """\
 num-partitions: 10
@@ -33,7 +41,9 @@ adv-rounds: "2"
 attack-local-epochs: 2
 save-model: false
 variants:
-""" + "".join(f"  - {{attack: {a}}}\n" for a in ("none", *UNTARGETED, "mimic", *BACKDOORS))
+""" + "".join(
+    f"  - {{attack: {a}{VARIANT.get(a, '')}}}\n" for a in ("none", *UNTARGETED, "mimic", *BACKDOORS)
+)
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -58,7 +68,7 @@ def test_every_new_attack_is_delivered_and_moves_its_metric(sweep: Path) -> None
     base = _rows(sweep / "attack=none")
     assert [r["adversarial"] for r in base] == [False, False]
     for attack in (*UNTARGETED, "mimic", *BACKDOORS):
-        run = sweep / f"attack={attack}"
+        (run,) = [d for d in sweep.iterdir() if d.name.split("_")[0] == f"attack={attack}"]
         rows = _rows(run)
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "completed", (attack, summary)
