@@ -30,8 +30,14 @@ from attacks.base import (
     flatten_update,
     state_from_update,
 )
+from attacks.fang import FangKrum, FangTrimmedMean
 from attacks.gaussian import GaussianNoise
 from attacks.ipm import IPM
+from attacks.label_flip import LabelFlip
+from attacks.mimic import Mimic
+from attacks.min_max import MinMax
+from attacks.model_replacement import ModelReplacement
+from attacks.neurotoxin import Neurotoxin
 from attacks.sign_flip import SignFlip
 from attacks.targeted import TargetedPoisoning
 from task.params import config_params, plugin_class
@@ -70,6 +76,14 @@ ATTACKS: dict[str, AttackSpec] = {
     "gaussian": AttackSpec(GaussianNoise),
     "alie": AttackSpec(ALIE),
     "ipm": AttackSpec(IPM),
+    "min-max": AttackSpec(MinMax, {"objective": "min-max"}),
+    "min-sum": AttackSpec(MinMax, {"objective": "min-sum"}),
+    "fang-trmean": AttackSpec(FangTrimmedMean),
+    "fang-krum": AttackSpec(FangKrum),
+    "mimic": AttackSpec(Mimic),
+    "label-flip": AttackSpec(LabelFlip),
+    "model-replacement": AttackSpec(ModelReplacement),
+    "neurotoxin": AttackSpec(Neurotoxin),
 }
 
 __all__ = [
@@ -81,6 +95,7 @@ __all__ = [
     "attack_problems",
     "claimed_examples",
     "craft_malicious",
+    "needs_previous_global",
 ]
 
 
@@ -110,6 +125,17 @@ def attack_problems(config: RunConfig) -> list[str]:
 
 
 BOOST_MODES = ("scale", "weight")
+
+
+def needs_previous_global(config: RunConfig) -> bool:
+    """Whether a malicious node keeps the last global model it received in its state
+    (`Attack.NEEDS_PREVIOUS_GLOBAL`, e.g. Neurotoxin's previous global update)."""
+    if config.attack == "none":
+        return False
+    try:
+        return bool(attack_spec(config.attack).cls.NEEDS_PREVIOUS_GLOBAL)
+    except (ValueError, TypeError):
+        return False
 
 
 def claimed_examples(config: RunConfig, num_examples: int) -> float:

@@ -17,6 +17,7 @@ The update is boosted by ``attack-boost`` (1 = plain data poisoning).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,35 @@ import torch
 
 from attacks.base import Attack, AttackContext, State, boost
 from attacks.triggers import DBA_PARTS, normalized_white, trigger_mask
+from task.params import Param
 from task.runconfig import RunConfig
+from task.training import BatchTransform
 
 BACKDOOR_KINDS = ("backdoor", "dba", "edge-case")
 EDGE_CASE_SOURCES = ("file", "digits")
 DIGITS_SEED = 20200711  # fixed: every node and the server shuffle the digits alike
+#: what ``backdoor-poison`` may plant: the full pixel trigger, or the edge-case images
+POISONS = ("pixel", "edge-case")
+#: attacks that plant this module's backdoor by other means (``backdoor-poison`` says which)
+PLANTING = ("model-replacement", "neurotoxin")
+
+
+def backdoor_poison(config: RunConfig) -> str | None:
+    """What the configured attack plants, for the server's ASR: ``pixel`` (the full trigger),
+    ``edge-case`` (the held-out edge cases), or None (no backdoor)."""
+    if config.attack in ("backdoor", "dba"):
+        return "pixel"
+    if config.attack == "edge-case":
+        return "edge-case"
+    if config.attack in PLANTING:
+        return config.backdoor_poison
+    return None
+
+
+def planted_backdoor(config: RunConfig) -> Backdoor:
+    """The `Backdoor` (unboosted) whose poisoned batches an attack in `PLANTING` trains on."""
+    kind = "edge-case" if config.backdoor_poison == "edge-case" else "backdoor"
+    return Backdoor(dataclasses.replace(config, attack_boost=1.0), kind)
 
 
 def digits_edge_cases(channels: int, height: int, width: int) -> torch.Tensor:
@@ -126,12 +151,12 @@ class Backdoor(Attack):
             problems.append(
                 f"'edge-case-source' is '{source}'; valid: {', '.join(EDGE_CASE_SOURCES)}"
             )
-        elif config.attack == "edge-case" and source == "file":
+        elif backdoor_poison(config) == "edge-case" and source == "file":
             path = config.edge_case_file
             if not path:  # (whether it exists is checked before a run starts: cli, ServerApp)
                 problems.append(
-                    "attack 'edge-case' with edge-case-source 'file' needs 'edge-case-file' "
-                    "(or edge-case-source 'digits', which ships offline)"
+                    f"attack '{config.attack}' with edge-case-source 'file' needs "
+                    "'edge-case-file' (or edge-case-source 'digits', which ships offline)"
                 )
         return problems
 
@@ -141,7 +166,9 @@ class Backdoor(Attack):
         images = edge_case_images(self.config, ctx.dataset.train.images)
         return ctx.dataset.normalize(edge_case_split(images)[0]).to(ctx.device)
 
-    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+    def poisoned_batches(self, ctx: AttackContext, generator: torch.Generator) -> BatchTransform:
+        """The batch transform that poisons ``poison-fraction`` of every batch (reused by the
+        attacks that plant this backdoor: model replacement, Neurotoxin)."""
         h, w = ctx.dataset.train.images.shape[-2:]
         part = ctx.malicious.index(ctx.partition_id) % DBA_PARTS if self.kind == "dba" else None
         mask = trigger_mask(h, w, self.size, part).to(ctx.device)
@@ -159,5 +186,23 @@ class Backdoor(Attack):
             y[:k] = self.target
             return x, y
 
+        return transform
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        transform = self.poisoned_batches(ctx, generator)
         state, _ = ctx.train(indices, self.epochs, generator, batch_transform=transform)
         return boost(state, ctx.global_state, self.boost)
+
+
+#: the ``backdoor-poison`` key, declared by the attacks in `PLANTING`
+POISON_PARAM = Param(
+    "backdoor-poison", "poison", "pixel",
+    "model-replacement/neurotoxin: the backdoor planted (pixel trigger | edge-case images)",
+    choices=POISONS,
+)  # fmt: skip
+
+
+def planted_problems(config: RunConfig) -> list[str]:
+    """The planted backdoor's keys (``poison-fraction``, ``backdoor-target``, ``trigger-size``,
+    ``edge-case-*``), as `Backdoor` checks them."""
+    return Backdoor.config_problems(config)

@@ -14,7 +14,7 @@ ClientApp builds the `AttackContext`; modifiers (``attack-collude``, ``attack-ad
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ from task.params import Param, config_params
 from task.runconfig import RunConfig
 from task.seeding import torch_generator
 from task.statevec import State, flatten_update, float_keys, state_from_update
-from task.training import BatchTransform, LossFn, TrainResult, train_sgd
+from task.training import BatchTransform, LossFn, StepHook, TrainResult, train_sgd
 
 __all__ = ["Attack", "AttackContext", "State", "boost", "flatten_update", "float_keys",
            "state_from_update"]  # fmt: skip
@@ -34,7 +34,15 @@ __all__ = ["Attack", "AttackContext", "State", "boost", "flatten_update", "float
 
 @dataclass
 class AttackContext:
-    """Everything a malicious node knows in one round."""
+    """Everything a malicious node knows in one round.
+
+    ``round_benign`` / ``round_malicious``: the partitions training this round, as the ServerApp's
+    train message of an adversarial round says (empty when it did not say: a unit test, an old
+    server); a full-knowledge attack replays the benign ones (`observed_update`).
+    ``previous_global``: the global model this node received the last time it attacked (kept in
+    the node's state across rounds by the ClientApp for attacks that declare
+    ``NEEDS_PREVIOUS_GLOBAL``; None the first time).
+    """
 
     config: RunConfig
     dataset: Dataset
@@ -47,6 +55,9 @@ class AttackContext:
     build_model: Callable[[], nn.Module]
     device: torch.device
     cache: dict[str, Any] = field(default_factory=dict)
+    round_benign: tuple[int, ...] = ()
+    round_malicious: tuple[int, ...] = ()
+    previous_global: State | None = None
 
     def generator(self, stream: str, *keys: int) -> torch.Generator:
         return torch_generator(self.config.seed, stream, self.server_round, *keys)
@@ -63,8 +74,10 @@ class AttackContext:
         generator: torch.Generator,
         loss_fn: LossFn | None = None,
         batch_transform: BatchTransform | None = None,
+        hooks_for: Callable[[nn.Module], Sequence[StepHook]] | None = None,
     ) -> tuple[State, TrainResult]:
-        """Local SGD from the global model with the run's optimiser settings."""
+        """Local SGD from the global model with the run's optimiser settings; ``hooks_for(model)``
+        gives step hooks on the model being trained (e.g. Neurotoxin's gradient projection)."""
         model = self.fresh_model()
         result = train_sgd(
             model, self.dataset, self.dataset.train, indices,
@@ -72,6 +85,7 @@ class AttackContext:
             lr=self.config.lr, momentum=self.config.momentum,
             generator=generator, device=self.device, loss_fn=loss_fn,
             batch_transform=batch_transform,
+            hooks=hooks_for(model) if hooks_for is not None else (),
         )  # fmt: skip
         return {k: v.detach() for k, v in model.state_dict().items()}, result
 
@@ -86,6 +100,26 @@ class AttackContext:
             state, _ = self.train(
                 self.partitions[partition], self.config.local_epochs,
                 self.generator("attack-benign-estimate", partition),
+            )  # fmt: skip
+            self.cache[key] = flatten_update(state, self.global_state)
+        return self.cache[key]
+
+    def attackers(self) -> tuple[int, ...]:
+        """The malicious partitions training this round (all of them if the server did not say)."""
+        return self.round_malicious or self.malicious
+
+    def observed_update(self, partition: int) -> torch.Tensor:
+        """The flat update benign partition `partition` sends this round, as an omniscient
+        attacker observes it: its training replayed with the node's own seed (stream
+        ``client-data``), so it is exactly the update the node sends unless benign nodes run a
+        client defense (FL-WBC or local DP noise, which the replay does not add). A simulation
+        device for the full-knowledge threat model: the updates never leave the server.
+        """
+        key = f"observed-{partition}"
+        if key not in self.cache:
+            state, _ = self.train(
+                self.partitions[partition], self.config.local_epochs,
+                self.generator("client-data", partition),
             )  # fmt: skip
             self.cache[key] = flatten_update(state, self.global_state)
         return self.cache[key]
@@ -122,6 +156,8 @@ class Attack(ABC):
 
     #: the attack's own hyper-parameters (`task.params.Param`); values in ``self.params``
     PARAMS: ClassVar[tuple[Param, ...]] = ()
+    #: the ClientApp keeps the last global model in the node's state (``ctx.previous_global``)
+    NEEDS_PREVIOUS_GLOBAL: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config

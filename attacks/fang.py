@@ -60,6 +60,10 @@ import math
 
 import torch
 
+from attacks.base import Attack, AttackContext, State, state_from_update
+from attacks.knowledge import KNOWLEDGE_PARAM, knowledge_problems, known_benign, max_attackers
+from task.runconfig import RunConfig
+
 B_RANGE = 2.0  # the paper's b for the full-knowledge trimmed-mean attack
 LAMBDA_THRESHOLD = 1e-5  # the paper's stopping threshold for the Krum attack's lambda
 
@@ -271,3 +275,73 @@ def fang_krum_attack(
                 return crafted, lam
             lam /= 2
     return torch.zeros_like(offsets), 0.0
+
+
+def simulated_attackers(c: int, n: int) -> int:
+    """Attackers a partial-knowledge Krum attack simulates: ``max(1, c*c // n)``, as in the
+    NDSS'21 re-implementation (with only the attackers' own c updates known, the paper's bound
+    cannot hold for all c: it needs c known updates >= simulated + 2).
+
+    >>> simulated_attackers(2, 10), simulated_attackers(5, 10)
+    (1, 2)
+    """
+    return max(1, c * c // n)
+
+
+class FangTrimmedMean(Attack):
+    """``attack = fang-trmean``: each attacker sends one crafted update of
+    `fang_trim_full` (``attack-knowledge = full``: the round's benign updates) or
+    `fang_trim_partial` (``partial``: the attackers' own benign updates), sampled with its own
+    seed. Threat model: see the module docstring (knowledge: `attacks.knowledge`)."""
+
+    PARAMS = (KNOWLEDGE_PARAM,)
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        return knowledge_problems(config, "fang-trmean", 1, "the direction s needs an update")
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        knowledge = self.params["knowledge"]
+        benign = known_benign(ctx, knowledge)
+        draw = torch.Generator().manual_seed(int(generator.initial_seed()) ^ 0xFA9)
+        craft = fang_trim_full if knowledge == "full" else fang_trim_partial
+        return state_from_update(craft(benign, 1, draw)[0], ctx.global_state)
+
+
+class FangKrum(Attack):
+    """``attack = fang-krum``: every attacker sends ``w'_1 = -lambda * s`` of `fang_krum_attack`
+    (epsilon 0: all identical), with c = the round's attackers. Full knowledge: the round's
+    benign updates (the paper's bound needs ``clients-per-round >= 2c + 2``, c + 2 benign ones);
+    partial: the attackers' own benign updates, simulating ``max(1, c*c // n)`` attackers
+    (`simulated_attackers`; needs ``num-malicious >= max(3, that + 2)``). A round in which Krum
+    never picks a crafted update even at lambda = 1e-5 sends a zero update (the paper's give-up).
+    Threat model: see the module docstring; the attackers know the rule is Krum."""
+
+    PARAMS = (KNOWLEDGE_PARAM,)
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        knowledge = config.attack_knowledge
+        c = max_attackers(config)
+        if knowledge == "partial":
+            cs = simulated_attackers(c, config.clients_per_round)
+            return knowledge_problems(
+                config, "fang-krum", max(3, cs + 2),
+                f"Fang et al.'s bound on lambda with {cs} simulated attacker(s) "
+                "(max(1, c*c // clients-per-round)) needs that many of the attackers' own",
+            )  # fmt: skip
+        return knowledge_problems(
+            config, "fang-krum", max(3, c + 2),
+            f"Fang et al.'s bound on lambda needs m - 2c - 1 > 0 with c = {c} attackers of m = "
+            "clients-per-round, i.e. clients-per-round >= 2c + 2",
+        )  # fmt: skip
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        knowledge = self.params["knowledge"]
+        benign = known_benign(ctx, knowledge)
+        c = len(ctx.attackers())
+        simulated = (
+            c if knowledge == "full" else simulated_attackers(c, self.config.clients_per_round)
+        )
+        crafted, _ = fang_krum_attack(benign, c, num_simulated=simulated)
+        return state_from_update(crafted[0], ctx.global_state)

@@ -9,7 +9,13 @@ aggregation rule; it knows the number of classes L of the task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from attacks.base import Attack, AttackContext, State
+from task.params import Param
+from task.runconfig import RunConfig
 
 
 def flip_labels(
@@ -42,3 +48,49 @@ def flip_labels(
         if not 0 <= value < num_classes:
             raise ValueError(f"{name} must lie in [0, {num_classes}), got {value}")
     return torch.where(y == source, torch.full_like(y, target), y)
+
+
+def _class_or_none(key: str) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        if value == -1 or 0 <= value < 10:
+            return None
+        return f"'{key}' must be -1 or a class in [0, 10), got {value}"
+
+    return check
+
+
+class LabelFlip(Attack):
+    """``attack = label-flip``: the attacker trains like a benign node (``local-epochs`` over its
+    own partition, the run's optimiser) on flipped labels: every ``l -> L - 1 - l`` (both keys
+    -1, the default) or ``label-flip-source -> label-flip-target``. Threat model: the module
+    docstring (its own data only)."""
+
+    PARAMS = (
+        Param("label-flip-source", "source", -1, "label-flip: source class (-1: all l -> L-1-l)",
+              check=_class_or_none("label-flip-source")),
+        Param("label-flip-target", "target", -1, "label-flip: target class of the source",
+              check=_class_or_none("label-flip-target")),
+    )  # fmt: skip
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        source, target = config.label_flip_source, config.label_flip_target
+        if (source == -1) != (target == -1):
+            return [
+                f"'label-flip-source' ({source}) and 'label-flip-target' ({target}) are set "
+                "together (a source -> target pair) or both -1 (every l -> L-1-l)"
+            ]
+        if source != -1 and source == target:
+            return [f"'label-flip-source' = 'label-flip-target' = {source} flips nothing"]
+        return []
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        source, target = self.params["source"], self.params["target"]
+        pair = (None, None) if source == -1 else (source, target)
+        classes = ctx.dataset.num_classes
+
+        def flip(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, flip_labels(y, classes, *pair)
+
+        state, _ = ctx.train(indices, ctx.config.local_epochs, generator, batch_transform=flip)
+        return state

@@ -39,6 +39,10 @@ from __future__ import annotations
 
 import torch
 
+from attacks.base import Attack, AttackContext, State, state_from_update
+from attacks.knowledge import knowledge_problems, known_benign
+from task.runconfig import RunConfig
+
 
 def _check_benign(benign: torch.Tensor) -> None:
     if benign.dim() != 2 or benign.shape[0] < 1 or benign.shape[1] < 1:
@@ -154,3 +158,25 @@ def mimic_update(benign: torch.Tensor, z: torch.Tensor | None = None) -> tuple[t
         z = top_variance_direction(benign)
     i = mimic_select(benign, z)
     return benign[i].clone(), i
+
+
+class Mimic(Attack):
+    """``attack = mimic``: every attacker sends a copy of benign update ``i*`` of this round,
+    ``i* = argmax_i <z, b_i - mu>`` with z the exact top variance direction of the round's benign
+    updates (`mimic_update`): the limit of the authors' power iteration, recomputed every round
+    instead of fixed after a warm-up. Omniscient (``attack-knowledge = full`` only: copying one
+    of the attackers' own benign updates is no attack); the benign updates are the replayed ones
+    of `attacks.knowledge`."""
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        if config.attack_knowledge != "full":
+            return [
+                f"attack 'mimic' is omniscient (it copies one of the round's benign updates): "
+                f"it needs attack-knowledge=full, got '{config.attack_knowledge}'"
+            ]
+        return knowledge_problems(config, "mimic", 1, "it copies one of them")
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        update, _ = mimic_update(known_benign(ctx, "full"))
+        return state_from_update(update, ctx.global_state)

@@ -53,6 +53,11 @@ from typing import Literal
 
 import torch
 
+from attacks.base import Attack, AttackContext, State, state_from_update
+from attacks.knowledge import KNOWLEDGE_PARAM, knowledge_problems, known_benign
+from task.params import Param
+from task.runconfig import RunConfig
+
 Perturbation = Literal["unit-vec", "sign", "std"]
 PERTURBATIONS: tuple[str, ...] = ("unit-vec", "sign", "std")
 
@@ -206,3 +211,36 @@ def min_sum_update(
         return float((torch.linalg.vector_norm(benign - m, dim=1) ** 2).sum()) <= limit
 
     return _attack(benign, perturbation, gamma_init, tau, feasible)
+
+
+class MinMax(Attack):
+    """``attack = min-max | min-sum`` (``objective``): every attacker sends ``mu + gamma * p``
+    computed on the benign updates it knows (``attack-knowledge``: `attacks.knowledge`; the
+    paper's AGR-agnostic attacks assume full knowledge, the default), with the perturbation
+    ``minmax-perturbation`` and Algorithm 1's search from ``minmax-gamma-init``. Min-Sum uses
+    the paper's bound (``bound="max"``). Threat model: see the module docstring; the rule is
+    never consulted."""
+
+    PARAMS = (
+        KNOWLEDGE_PARAM,
+        Param("minmax-perturbation", "perturbation", "unit-vec",
+              "min-max/min-sum: perturbation p", choices=PERTURBATIONS),
+        Param("minmax-gamma-init", "gamma_init", GAMMA_INIT,
+              "min-max/min-sum: gamma_init of Algorithm 1's search", low=0.0, low_open=True),
+    )  # fmt: skip
+
+    def __init__(self, config: RunConfig, objective: str = "min-max") -> None:
+        super().__init__(config)
+        self.objective = objective
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        return knowledge_problems(
+            config, config.attack, 2, "mu, p and the benign distances need two updates"
+        )
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        benign = known_benign(ctx, self.params["knowledge"])
+        fn = min_max_update if self.objective == "min-max" else min_sum_update
+        update, _ = fn(benign, self.params["perturbation"], self.params["gamma_init"])
+        return state_from_update(update, ctx.global_state)

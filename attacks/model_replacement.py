@@ -26,6 +26,11 @@ from __future__ import annotations
 
 import torch
 
+from attacks.backdoor import POISON_PARAM, planted_backdoor, planted_problems
+from attacks.base import Attack, AttackContext, State, flatten_update, state_from_update
+from task.params import Param
+from task.runconfig import RunConfig
+
 
 def replacement_scale(n: int, eta: float) -> float:
     """``gamma = n / eta``: n clients aggregated per round, eta the server learning rate.
@@ -62,3 +67,43 @@ def scale_update(u: torch.Tensor, gamma: float, norm_bound: float | None = None)
         if norm > norm_bound:
             scaled = scaled * (norm_bound / norm)
     return scaled
+
+
+class ModelReplacement(Attack):
+    """``attack = model-replacement``: train the backdoor of ``backdoor-poison`` (the pixel
+    trigger or the edge cases, `attacks.backdoor`'s poisoned batches, ``attack-local-epochs``)
+    and send ``gamma * (X - G)`` (`scale_update`).
+
+    The paper's n and eta, mapped: FedAvg here computes ``G + server-lr * sum_i w_i u_i / sum_i
+    w_i`` (w_i: the example counts), which is the paper's ``G + eta/n * sum_i u_i`` with
+    ``eta = server-lr`` and ``n = clients-per-round`` when the sampled clients hold equal
+    partitions (IID). So ``gamma = clients-per-round / server-lr``, divided by c, the round's
+    attackers: c of them each sending ``gamma/c * u`` add up to one replacement (the paper has
+    a single attacker per round). ``replacement-scale`` > 0 sets gamma itself;
+    ``replacement-norm-bound`` S > 0 is constrain-and-scale's bound (the update is shrunk to L2
+    norm S when longer, e.g. S = the server's ``max-update-norm`` or clipping norm). The paper's
+    anomaly-detection term in the training loss is not used. Threat model: the module docstring
+    (n, eta and S are public protocol parameters; no other client's update is needed).
+    """
+
+    PARAMS = (
+        POISON_PARAM,
+        Param("replacement-scale", "scale", 0.0,
+              "model-replacement: gamma (0 = clients-per-round / (server-lr x attackers))",
+              low=0.0),
+        Param("replacement-norm-bound", "norm_bound", 0.0,
+              "model-replacement: L2 bound S of the sent update (0 = off)", low=0.0),
+    )  # fmt: skip
+
+    @staticmethod
+    def config_problems(config: RunConfig) -> list[str]:
+        return planted_problems(config)
+
+    def craft(self, ctx: AttackContext, indices: torch.Tensor, generator: torch.Generator) -> State:
+        backdoored = planted_backdoor(self.config).craft(ctx, indices, generator)
+        gamma = self.params["scale"] or replacement_scale(
+            self.config.clients_per_round, self.config.server_lr
+        ) / len(ctx.attackers())
+        bound = self.params["norm_bound"] or None
+        update = scale_update(flatten_update(backdoored, ctx.global_state), gamma, bound)
+        return state_from_update(update, ctx.global_state)

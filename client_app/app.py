@@ -11,7 +11,13 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from attacks import AttackContext, attack_problems, claimed_examples, craft_malicious
+from attacks import (
+    AttackContext,
+    attack_problems,
+    claimed_examples,
+    craft_malicious,
+    needs_previous_global,
+)
 from client_app.defense import release_state, training_hooks
 from client_app.faults import (
     ClientAppError,
@@ -100,6 +106,9 @@ def train(msg: Message, context: Context) -> Message:
         and not bool(msg.content[M.CONFIG].get(M.BENIGN_OVERRIDE, False))
     )
     if attacking:
+        train_config = msg.content[M.CONFIG]
+        remember = needs_previous_global(cfg)
+        last = context.state.array_records.get(M.LAST_GLOBAL) if remember else None
         ctx = AttackContext(
             config=cfg,
             dataset=dataset,
@@ -111,8 +120,13 @@ def train(msg: Message, context: Context) -> Message:
             global_state=global_state,
             build_model=lambda: build_model(cfg.model, cfg.dataset),
             device=device,
+            round_benign=tuple(int(p) for p in train_config.get(M.ROUND_BENIGN, [])),
+            round_malicious=tuple(int(p) for p in train_config.get(M.ROUND_MALICIOUS, [])),
+            previous_global=last.to_torch_state_dict() if last is not None else None,
         )
         state = {k: v.detach().cpu() for k, v in craft_malicious(ctx).items()}
+        if remember:  # the node's state outlives the message (simulation and deployment)
+            context.state[M.LAST_GLOBAL] = msg.content[M.ARRAYS]
         claim = claimed_examples(cfg, int(indices.numel()))
         metrics = MetricRecord({M.WEIGHT: claim, M.ATTACKED: 1})
     else:

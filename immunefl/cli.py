@@ -171,8 +171,10 @@ def list_configs(directory: Path) -> str:
 
 def path_problems(config: RunConfig) -> None:
     """Files a config names that must exist before anything starts (ConfigError if not)."""
+    from attacks.backdoor import backdoor_poison  # (imports torch: the launcher must not)
+
     path = config.edge_case_file
-    uses_file = config.attack == "edge-case" and config.edge_case_source == "file"
+    uses_file = backdoor_poison(config) == "edge-case" and config.edge_case_source == "file"
     if uses_file and not Path(path).expanduser().is_file():
         raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
 

@@ -5,7 +5,8 @@
   FL-WBC §7.1) and ``mis_acc`` (share of D_M classified as the adversarial label);
 - backdoors: ``asr``, the share of triggered test images whose true label is not the target
   that the model classifies as the target (``backdoor`` and ``dba`` use the full trigger;
-  ``edge-case`` uses the held-out half of the edge-case file).
+  ``edge-case`` uses the held-out half of the edge-case file; ``model-replacement`` and
+  ``neurotoxin`` whichever ``backdoor-poison`` plants: `attacks.backdoor.backdoor_poison`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from attacks.backdoor import edge_case_images, edge_case_split
+from attacks.backdoor import backdoor_poison, edge_case_images, edge_case_split
 from attacks.poison_set import benign_test_indices, poison_set
 from attacks.triggers import apply_trigger, trigger_mask
 from task.data import Dataset, load_dataset
@@ -66,13 +67,13 @@ class CentralEvaluator:
                 self.dataset, config.poison_samples, config.seed,
                 config.target_shift,
             )  # fmt: skip
-        elif attack in ("backdoor", "dba"):
+        elif backdoor_poison(config) == "pixel":
             test = self.dataset.test
             keep = test.labels != self.target
             h, w = test.images.shape[-2:]
             mask = trigger_mask(h, w, config.trigger_size)
             self.backdoor_images = apply_trigger(test.images[keep], mask)
-        elif attack == "edge-case":
+        elif backdoor_poison(config) == "edge-case":
             images = edge_case_images(config, self.dataset.test.images)
             self.backdoor_images = edge_case_split(images)[1]
         self.benign_indices = benign_test_indices(

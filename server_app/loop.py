@@ -25,7 +25,7 @@ from server_app.checkpoint import Checkpoint, numpy_rng_state, save_checkpoint, 
 from server_app.outcomes import ClientFailure, round_outcomes, unexpected_failures
 from server_app.results import RunRecorder
 from server_app.roster import Roster
-from server_app.scenario import ThreatScenario
+from server_app.scenario import RoundPlan, ThreatScenario
 from server_app.transport import MAX_INTERVAL, exchange
 from strategies.updates import EVAL_PREFIX, Layout, Screened
 from task import messages as M
@@ -54,6 +54,17 @@ def _train_round(
             server_round, type(exc).__name__, exc)  # fmt: skip
         new_arrays, metrics = None, {"aggregate_rejected": 1}
     return messages, replies, new_arrays, metrics
+
+
+def train_config(plan: RoundPlan) -> ConfigRecord:
+    """The train message's config: in an adversarial round, the round's benign and malicious
+    partitions (what a full-knowledge attacker is assumed to observe: `attacks.knowledge`;
+    benign nodes ignore them); empty otherwise."""
+    if not plan.adversarial:
+        return ConfigRecord()
+    return ConfigRecord(
+        {M.ROUND_BENIGN: list(plan.benign), M.ROUND_MALICIOUS: list(plan.malicious)}
+    )
 
 
 def aggregate_refusal(
@@ -123,7 +134,7 @@ def run_rounds(
         plan = scenario.plan(server_round)
         layout = Layout.of(arrays)
         messages, replies, new_arrays, train_metrics = _train_round(
-            grid, strategy, server_round, arrays, ConfigRecord(), round_timeout, poll_interval
+            grid, strategy, server_round, arrays, train_config(plan), round_timeout, poll_interval
         )
         t_train = time.perf_counter() - t0
         screened = strategy_screening(strategy)

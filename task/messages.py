@@ -5,8 +5,10 @@ these are the keys of its records and of the fields inside them. The server scre
 against exactly these names (``strategies/updates.py``): a reply with any other record is
 rejected.
 
-Train (server -> client): ``ARRAYS`` (the global model), ``CONFIG`` (``SERVER_ROUND``, and
-``BENIGN_OVERRIDE`` for the counterfactual benign pass). Train reply: ``ARRAYS`` (the new local
+Train (server -> client): ``ARRAYS`` (the global model), ``CONFIG`` (``SERVER_ROUND``,
+``BENIGN_OVERRIDE`` for the counterfactual benign pass, and in an adversarial round the round's
+participants ``ROUND_BENIGN``/``ROUND_MALICIOUS``, which full-knowledge attackers need:
+`attacks.knowledge`). Train reply: ``ARRAYS`` (the new local
 model) and ``METRICS`` (``WEIGHT``, the claimed example count, plus training metrics).
 Evaluate reply: ``METRICS`` only. Roster discovery (query ``WHOAMI``): a ``WHOAMI`` ConfigRecord
 with ``PARTITION_ID``, ``NUM_PARTITIONS``, ``ROLE`` and ``WEIGHT``.
@@ -29,7 +31,11 @@ OVERRIDES = "overrides"
 WEIGHT = "num-examples"  #: the example count a reply claims (capped by the server, never trusted)
 SERVER_ROUND = "server-round"  #: CONFIG: the round number
 BENIGN_OVERRIDE = "benign-override"  #: CONFIG: malicious nodes train honestly (counterfactual)
+ROUND_BENIGN = "round-benign"  #: CONFIG (adversarial rounds): the round's benign partition ids
+ROUND_MALICIOUS = "round-malicious"  #: CONFIG (adversarial rounds): the round's attackers
 ATTACKED = "attacked"  #: METRICS: 1 when the reply came from a malicious node's attack
+
+LAST_GLOBAL = "attack-last-global"  #: node state: the last global model a malicious node got
 
 PARTITION_ID = "partition-id"  #: WHOAMI / node config: the node's data partition
 NUM_PARTITIONS = "num-partitions"  #: WHOAMI / node config: partitions in the federation

@@ -108,6 +108,15 @@ class RunConfig:
     gaussian_std: float
     alie_z: float
     ipm_epsilon: float
+    attack_knowledge: str
+    minmax_perturbation: str
+    minmax_gamma_init: float
+    label_flip_source: int
+    label_flip_target: int
+    backdoor_poison: str
+    replacement_scale: float
+    replacement_norm_bound: float
+    neurotoxin_ratio: float
     mitigation_threshold: float
     track_aep: bool
     client_defense: str

@@ -27,16 +27,17 @@ CASES = [(d, m) for d in ("fmnist", "cifar10") for m, ds in MODEL_DATASETS.items
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
     root = tmp_path_factory.mktemp("data")
-    fm = make_fake_fmnist(root / "fmnist", n_train=40, n_test=20)
-    cf = make_fake_cifar10(root / "cifar", per_batch=8)  # 40 train images, 8 test
+    fm = make_fake_fmnist(root / "fmnist", n_train=60, n_test=20)
+    cf = make_fake_cifar10(root / "cifar", per_batch=12)  # 60 train images, 12 test
     return {name: Dataset(name, *read_splits(name, path), path)
             for name, path in (("fmnist", fm), ("cifar10", cf))}  # fmt: skip
 
 
 def _context(dataset: Dataset, model: str, attack: str, tmp_path: Path) -> AttackContext:
-    parts = tuple(torch.arange(i * 10, (i + 1) * 10) for i in range(4))  # 4 nodes, 10 images
+    parts = tuple(torch.arange(i * 10, (i + 1) * 10) for i in range(6))  # 6 nodes, 10 images
+    # a round of all 6: benign 0-3 (what full-knowledge attacks replay), attackers 4 and 5
     cfg = {"dataset": dataset.name, "model": model, "attack": attack,
-           "num-partitions": 4, "num-malicious": 2, "clients-per-round": 4,
+           "num-partitions": 6, "num-malicious": 2, "clients-per-round": 6,
            "malicious-per-round": 2, "attack-local-epochs": 1, "batch-size": 5,
            "trigger-size": 3}  # fmt: skip
     if attack == "edge-case":
@@ -45,10 +46,11 @@ def _context(dataset: Dataset, model: str, attack: str, tmp_path: Path) -> Attac
         np.save(tmp_path / "edge.npy", images)
         cfg["edge-case-file"] = str(tmp_path / "edge.npy")
     return AttackContext(
-        config=typed_config(**cfg), dataset=dataset, partition_id=3, indices=parts[3],
-        partitions=parts, malicious=(2, 3), server_round=1,
+        config=typed_config(**cfg), dataset=dataset, partition_id=5, indices=parts[5],
+        partitions=parts, malicious=(4, 5), server_round=1,
         global_state=init_model(model, dataset.name, 0).state_dict(),
         build_model=lambda: build_model(model, dataset.name), device=CPU,
+        round_benign=(0, 1, 2, 3), round_malicious=(4, 5),
     )  # fmt: skip
 
 

@@ -154,8 +154,10 @@ def test_state_roundtrip_keeps_integer_buffers() -> None:
     s = state_from_update(torch.arange(4.0), g)
     assert s["w"].tolist() == [[0.0, 1.0], [2.0, 3.0]] and s["n"].item() == 3
     assert sorted(ATTACKS) == sorted(
-        ["targeted", "backdoor", "dba", "edge-case", "sign-flip", "gaussian", "alie", "ipm"]
-    )
+        ["targeted", "backdoor", "dba", "edge-case", "sign-flip", "gaussian", "alie", "ipm",
+         "min-max", "min-sum", "fang-trmean", "fang-krum", "mimic", "label-flip",
+         "model-replacement", "neurotoxin"]
+    )  # fmt: skip
 
 
 def test_every_attack_implements_the_interface_and_unknown_names_list_the_valid_ones() -> None:
