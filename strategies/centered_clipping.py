@@ -13,7 +13,7 @@ result is formed once in coordinate space, in ``U``'s dtype, from float64 coeffi
 distances ``||U_i - v||`` come, for ``iters >= n / 2``, from the ``(n+1, n+1)`` Gram matrix of
 the centred rows of ``[U; v_0]`` accumulated in float64 over column blocks (``n^2 d`` flops
 whatever the number of iterations); for fewer iterations (the paper's ``iters = 1``) directly,
-one row at a time in float64 (``~2 iters n d``: a few times a mean's cost instead of n times).
+row by row in ``U``'s dtype (a few passes over ``U`` per iteration instead of n).
 No ``(n, d)`` temporary is made either way.
 """
 
@@ -41,18 +41,15 @@ def _centred_gram64(rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
 def _direct_coefficients(
     U: torch.Tensor, center: torch.Tensor, tau: float, iters: int
 ) -> torch.Tensor:
-    """The coefficients ``a`` of `centered_clipping`, distances taken row by row in float64."""
+    """The coefficients ``a`` of `centered_clipping`, distances ``||U_i - v||`` taken row by
+    row in ``U``'s dtype (``v = a^T [U; v_0]`` by one matrix-vector product per iteration)."""
     n = U.shape[0]
     a = torch.zeros(n + 1, dtype=torch.float64, device=U.device)
     a[n] = 1.0
-    c64 = center.to(torch.float64)
     for _ in range(iters):
-        v = a[n] * c64
-        for i in range(n):
-            if a[i] != 0:
-                v.add_(U[i].to(torch.float64), alpha=float(a[i]))
-        dist = torch.stack([torch.linalg.vector_norm(U[i].to(torch.float64) - v)
-                            for i in range(n)])  # fmt: skip
+        v = center if not bool(a[:n].any()) else a[:n].to(U.dtype) @ U + a[n].to(U.dtype) * center
+        dist = torch.stack([torch.linalg.vector_norm(U[i] - v) for i in range(n)])
+        dist = dist.to(torch.float64)
         c = torch.where(dist > tau, tau / dist.clamp_min(tau), torch.ones_like(dist))
         a = a * (1 - c.sum() / n)
         a[:n] += c / n
