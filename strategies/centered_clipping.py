@@ -9,9 +9,12 @@ for ``l = 0 .. iters - 1``; the aggregate is ``v_iters``. A client farther than 
 centre moves it by at most ``tau / n``. ``clip_tau(0) = 0``.
 
 Every iterate is an affine combination ``v = a^T [U; v_0]`` (coefficients summing to 1), so the
-iteration runs on the ``(n+1, n+1)`` Gram matrix of the centred rows of ``[U; v_0]``,
-accumulated in float64 over column blocks; only the result is formed in coordinate space,
-in ``U``'s dtype. No ``(n, d)`` temporary is made.
+result is formed once in coordinate space, in ``U``'s dtype, from float64 coefficients. The
+distances ``||U_i - v||`` come, for ``iters >= n / 2``, from the ``(n+1, n+1)`` Gram matrix of
+the centred rows of ``[U; v_0]`` accumulated in float64 over column blocks (``n^2 d`` flops
+whatever the number of iterations); for fewer iterations (the paper's ``iters = 1``) directly,
+row by row in ``U``'s dtype (a few passes over ``U`` per iteration instead of n).
+No ``(n, d)`` temporary is made either way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ def _centred_gram64(rows: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         block = block - block.mean(0, keepdim=True)
         G += block @ block.T
     return G
+
+
+def _direct_coefficients(
+    U: torch.Tensor, center: torch.Tensor, tau: float, iters: int
+) -> torch.Tensor:
+    """The coefficients ``a`` of `centered_clipping`, distances ``||U_i - v||`` taken row by
+    row in ``U``'s dtype (``v = a^T [U; v_0]`` by one matrix-vector product per iteration)."""
+    n = U.shape[0]
+    a = torch.zeros(n + 1, dtype=torch.float64, device=U.device)
+    a[n] = 1.0
+    for _ in range(iters):
+        v = center if not bool(a[:n].any()) else a[:n].to(U.dtype) @ U + a[n].to(U.dtype) * center
+        dist = torch.stack([torch.linalg.vector_norm(U[i] - v) for i in range(n)])
+        dist = dist.to(torch.float64)
+        c = torch.where(dist > tau, tau / dist.clamp_min(tau), torch.ones_like(dist))
+        a = a * (1 - c.sum() / n)
+        a[:n] += c / n
+    return a
 
 
 def centered_clipping(
@@ -80,6 +101,9 @@ def centered_clipping(
         raise ValueError(f"center must have d={d} entries, got {center.numel()}")
     if iters == 0:
         return center.clone()
+    if 2 * iters < n:
+        a = _direct_coefficients(U, center, tau, iters)
+        return a[:n].to(U.dtype) @ U + a[n].to(U.dtype) * center
     G = _centred_gram64(U, center)
     diag = torch.diagonal(G)[:n]
     a = torch.zeros(n + 1, dtype=torch.float64, device=U.device)

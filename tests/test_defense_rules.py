@@ -301,3 +301,22 @@ def test_a_rule_built_by_hand_names_the_key_of_a_bad_value(cls_name, kwargs, key
 
     with pytest.raises(ValueError, match=key):
         getattr(strategies, cls_name)(**kwargs)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 4])
+def test_centered_clipping_direct_and_gram_paths_agree(iters: int) -> None:
+    from strategies import centered_clipping as cc
+
+    U = torch.randn(10, 500, generator=torch.Generator().manual_seed(iters), dtype=torch.float64)
+    center = U.mean(0) * 0.3
+    direct = cc._direct_coefficients(U, center, 0.8, iters)
+    G = cc._centred_gram64(U, center)
+    a = torch.zeros(11, dtype=torch.float64)
+    a[10] = 1.0
+    for _ in range(iters):  # the Gram path's loop, as in centered_clipping
+        Ga = G @ a
+        dist = (torch.diagonal(G)[:10] - 2 * Ga[:10] + a @ Ga).clamp_min(0).sqrt()
+        c = torch.where(dist > 0.8, 0.8 / dist.clamp_min(0.8), torch.ones_like(dist))
+        a = a * (1 - c.sum() / 10)
+        a[:10] += c / 10
+    torch.testing.assert_close(direct, a)
