@@ -56,7 +56,7 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
     """Beside loopback (tests/test_ports.py), the head needs its token: a driver without the
     launcher's token is refused; ours gets in."""
     from immunefl.processes import terminate
-    from immunefl.rayhead import RayHead
+    from immunefl.rayhead import LOOPBACK_ENV, RayHead
     from immunefl.submission import flwr_env
 
     env = flwr_env(tmp_path / "home")
@@ -65,7 +65,9 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
     try:
         head.wait_until_listening(180)
         strip = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")
-        stranger = {k: v for k, v in os.environ.items() if k not in strip}
+        # the stranger differs from ours by the token alone (with Ray's loopback setting, which
+        # keeps its driver on 127.0.0.1 instead of hanging on the host's address)
+        stranger = {**{k: v for k, v in os.environ.items() if k not in strip}, **LOOPBACK_ENV}
         ours = {**stranger, **head.auth_env()}
         outs = {}
         for name, e in (("stranger", stranger), ("ours", ours)):
