@@ -90,3 +90,55 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ------------------------------------------------------------------ one real matrix, shared
+MATRIX_E2E = """
+base: {num-server-rounds: 2, num-partitions: 10, clients-per-round: 3}
+attacks:
+  - {name: none, attack: none}
+  - {name: sign-flip, attack: sign-flip, num-malicious: 2, attack-mode: continuous}
+defenses:
+  - {name: fedavg, strategy: fedavg}
+  - {name: median, strategy: median}%s
+seeds: [0]
+"""
+MATRIX_BUGGY = '\n  - {name: buggy, strategy: fedavg, inject-faults: "1:bug"}'
+#: the points of MATRIX_E2E that finish (the `buggy` defense fails on purpose)
+MATRIX_POINTS = [f"{d}__{a}__s0" for d in ("fedavg", "median") for a in ("none", "sign-flip")]
+TIMING_OF_ROWS = {"wall_seconds", "round_seconds", "aggregate_seconds", "eval_seconds", "seconds"}
+
+
+def matrix_rows(point_dir: Path) -> list[dict]:
+    """A point's rounds.jsonl without its wall times (what must be equal between runs)."""
+    import json
+
+    rows = [json.loads(x) for x in (point_dir / "rounds.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_OF_ROWS and "seconds" not in k}
+            for r in rows]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def matrix_one_node(tmp_path_factory: pytest.TempPathFactory, fmnist_dir: Path) -> Path:
+    """`immunefl matrix` of MATRIX_E2E with the failing defense, run once on this machine (the
+    launcher's own one-node Ray cluster): tests/test_matrix.py checks its report, failure and
+    resume, tests/test_ray_cluster_e2e.py compares a two-node cluster's run with it. Returns
+    the directory with ``m.yaml``, ``args.json``, ``stdout.txt`` and the results under ``r/mx``."""
+    import json
+    import subprocess
+    import sys
+
+    from task.schema import PROJECT_ROOT
+
+    base = tmp_path_factory.mktemp("matrix-one-node")
+    f = base / "m.yaml"
+    f.write_text(MATRIX_E2E % MATRIX_BUGGY)
+    args = [sys.executable, "-m", "immunefl.cli", "matrix", str(f), "--quiet",
+            "--set", f"data-dir={fmnist_dir}", "--set", f"results-dir={base / 'r'}",
+            "--set", "run-name=mx"]  # fmt: skip
+    (base / "args.json").write_text(json.dumps(args))
+    out = subprocess.run([*args, "--flwr-home", str(base / "h")], capture_output=True,
+                         text=True, timeout=1200, cwd=PROJECT_ROOT)  # fmt: skip
+    (base / "stdout.txt").write_text(out.stdout)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]  # the buggy points
+    return base
