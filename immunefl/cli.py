@@ -26,10 +26,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from immunefl.checker import raise_problems
 from immunefl.deploy_cli import add_parser as add_deploy_parser
 from immunefl.deploy_cli import deploy_main
 from immunefl.experiments import (
-    CHECKS,
     MAX_POINTS,
     config_presets,
     expand_sweep,
@@ -134,7 +134,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     saved = {k: v for k, v in json.loads(path.read_text()).items() if k != "_meta"}
     run_dir = Path(run_dir).resolve()
     saved.update({"results-dir": str(run_dir.parent), "run-name": run_dir.name, "resume": True})
-    return resolve_config(None, {**saved, **overrides})
+    return resolve_config(None, {**saved, **overrides}, checks=())  # then `checked`
 
 
 def list_configs(directory: Path) -> str:
@@ -169,23 +169,14 @@ def list_configs(directory: Path) -> str:
     return "\n".join(lines)
 
 
-def path_problems(config: RunConfig) -> None:
-    """Files a config names that must exist before anything starts (ConfigError if not)."""
-    from attacks.backdoor import backdoor_poison  # (imports torch: the launcher must not)
-
-    path = config.edge_case_file
-    uses_file = backdoor_poison(config) == "edge-case" and config.edge_case_source == "file"
-    if uses_file and not Path(path).expanduser().is_file():
-        raise ConfigError([f"'edge-case-file' {path} does not exist (or is not a file)"])
-
-
 def checked(raw: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict, RunConfig]]:
-    """Points typed and checked whole (`CHECKS`), their data and files found, before anything
-    starts (ConfigError or DataNotFoundError)."""
-    configs = [(point, RunConfig.from_mapping(config, checks=CHECKS)) for point, config in raw]
+    """Points typed and checked whole (the task's checks here, `CHECKS` and the files they name
+    in a child process: `immunefl.checker`), their data found, before anything starts
+    (ConfigError or DataNotFoundError)."""
+    configs = [(point, RunConfig.from_mapping(config)) for point, config in raw]
+    raise_problems([config for _, config in raw], [point for point, _ in raw])
     for _, config in configs:
         locate_dataset(config.dataset, config.data_dir)
-        path_problems(config)
     return configs
 
 
@@ -248,11 +239,12 @@ def cmd(args: argparse.Namespace) -> int:
         if args.command == "run" and args.resume is not None and not sweep_file:
             raw = [({}, resume_config(args.resume, overrides))]
         elif args.command == "run" and not is_sweep(yaml_path, args.preset):
-            raw = [({}, resolve_config(yaml_path, overrides, preset=args.preset))]
+            raw = [({}, resolve_config(yaml_path, overrides, preset=args.preset, checks=()))]
         else:  # a list value means a sweep, with `run` as with `sweep`
             if yaml_path is None:
                 raise ConfigError(["`immunefl sweep` needs a YAML file"])
-            raw = expand_sweep(yaml_path, overrides, preset=args.preset, max_points=args.max_points)
+            raw = expand_sweep(yaml_path, overrides, preset=args.preset,
+                               max_points=args.max_points, checks=())  # fmt: skip
             args.command = "sweep"
         configs = checked(raw)
     except (ConfigError, DataNotFoundError) as exc:

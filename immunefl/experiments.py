@@ -19,7 +19,7 @@ from immunefl.yamlfile import load_yaml, preview
 from task.params import declared, dump_plugin_params, is_ref, parse_plugin_params
 from task.runconfig import RunConfig
 from task.schema import ConfigError, Scalar, coerce, load_schema, unknown_key
-from task.validation import validate_config
+from task.validation import Check, validate_config
 
 
 def rule_problems(config: RunConfig) -> list[str]:
@@ -189,6 +189,7 @@ def expand_sweep(
     schema: Mapping[str, Scalar] | None = None,
     preset: str | None = None,
     max_points: int = MAX_POINTS,
+    checks: Iterable[Check] = CHECKS,
 ) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
     """Every point of a sweep: ``(the point's varying values, its full validated config)``.
 
@@ -239,7 +240,7 @@ def expand_sweep(
     for variant, values in itertools.product(variants, itertools.product(*axes.values())):
         point = {**variant, **dict(zip(axes, values, strict=True))}
         try:
-            config = resolve_config(None, {**fixed, **point, **overrides}, schema)
+            config = resolve_config(None, {**fixed, **point, **overrides}, schema, checks=checks)
             points.append((point, config))
         except ConfigError as exc:
             label = ", ".join(f"{k}={preview(v)}" for k, v in point.items()) or "the config"
@@ -261,8 +262,11 @@ def resolve_config(
     overrides: Mapping[str, Any] | None = None,
     schema: Mapping[str, Scalar] | None = None,
     preset: str | None = None,
+    checks: Iterable[Check] = CHECKS,
 ) -> dict[str, Scalar]:
-    """Defaults <- YAML file (<- its `preset`) <- overrides, type-coerced and validated."""
+    """Defaults <- YAML file (<- its `preset`) <- overrides, type-coerced and validated (the
+    task's own checks, then `checks`; the CLI passes none and runs `CHECKS` in a child process:
+    `immunefl.checker`)."""
     schema = dict(schema if schema is not None else load_schema())
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if yaml_path is not None:
@@ -297,4 +301,4 @@ def resolve_config(
         raise ConfigError(problems)
     fold_plugin_params(config, plugin_values)
     absolute_paths(config)
-    return validate_config(config, schema, CHECKS)
+    return validate_config(config, schema, checks)

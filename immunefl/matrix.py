@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from immunefl.experiments import read_yaml_config, resolve_config
+from immunefl.experiments import CHECKS, read_yaml_config, resolve_config
 from task.schema import ConfigError, Scalar
+from task.validation import Check
 
 SECTIONS = ("base", "attacks", "defenses", "seeds", "description")
 
@@ -86,9 +87,11 @@ def point_name(cell: Mapping[str, Any]) -> str:
 
 
 def expand_matrix(
-    path: Path, overrides: Mapping[str, Any] | None = None, preset: str | None = None
-) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:
-    """Every point as ``(its cell, its checked config)``; every problem of every point at once.
+    path: Path, overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+    checks: Iterable[Check] = CHECKS,
+) -> list[tuple[dict[str, Any], dict[str, Scalar]]]:  # fmt: skip
+    """Every point as ``(its cell, its checked config)``; every problem of every point at once
+    (`checks` as in `immunefl.experiments.resolve_config`).
 
     An axis or ``--set`` key that a defense or attack entry also sets is an error (it would
     silently override the entry)."""
@@ -113,7 +116,7 @@ def expand_matrix(
                  **{k: v for k, v in a.items() if k != "name"}, **axes, "seed": seed,
                  **overrides}  # fmt: skip
         try:
-            points.append((cell, resolve_config(None, layer)))
+            points.append((cell, resolve_config(None, layer, checks=checks)))
         except ConfigError as exc:
             problems.extend(f"[{point_name(cell)}] {p}" for p in exc.problems)
     if problems:

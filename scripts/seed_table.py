@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted({s for by_seed in points.values() for s in by_seed})
     print(f"seeds found: {seeds}")
     print("| point | seeds | final benign acc % | vs baseline, same seed, points | final ASR % "
-          "| max ASR % | not delivered rounds | aggregation s/round (median) | status |")  # fmt: skip
+          "| max ASR % | not delivered rounds | aggregation s/round (median) "
+          "| status |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, by_seed in points.items():
         done = {s: r for s, r in by_seed.items() if r["summary"].get("status") == "completed"}

@@ -109,9 +109,8 @@ def test_edge_case_source_is_validated_before_anything_starts(tmp_path: Path) ->
         resolve_config(None, {**base, "edge-case-source": "svhn"})
     with pytest.raises(ConfigError, match="needs 'edge-case-file'"):
         resolve_config(None, base)
-    from immunefl.cli import path_problems
-    from task.runconfig import RunConfig
+    from immunefl.cli import checked
 
     config = resolve_config(None, {**base, "edge-case-file": str(tmp_path / "nope.npy")})
     with pytest.raises(ConfigError, match="nope.npy does not exist"):
-        path_problems(RunConfig.from_mapping(config))  # before anything starts
+        checked([({}, config)])  # before anything starts (found by the checker process)
