@@ -98,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--address",
         default="127.0.0.1:9092",
-        help="HOST:PORT to bind (default loopback: flwr 1.41 serves the Fleet AND the Control "
+        help="HOST:PORT to bind (default loopback: Flower serves the Fleet, Control and Runtime "
         "API on this one port; see docs/security.md before opening it)",
     )
     p.add_argument("--state", type=Path, default=Path(".deploy"))
