@@ -93,9 +93,16 @@ def node_config_arg(values: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def superlink_command(host: str, port: int, security: Security, database: Path) -> list[str]:
+def superlink_command(
+    host: str, port: int, security: Security, database: Path, secret: Path | None = None
+) -> list[str]:
+    """`flower-superlink`; with `secret`, its ServerApp SuperExec is ours (``--isolation
+    process``) and must sign its Runtime API calls with the secret (Flower ignores the secret in
+    the default subprocess isolation)."""
     command = [find_bin("flower-superlink"), "--host", host, "--port", str(port), "--database",
                str(database), "--disable-runtime-dependency-installation"]  # fmt: skip
+    if secret is not None:
+        command += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
     if security.certs is None:
         command.append("--insecure")
     else:
@@ -105,6 +112,15 @@ def superlink_command(host: str, port: int, security: Security, database: Path) 
     if security.auth:
         command.append("--enable-supernode-auth")
     return command
+
+
+def superexec_command(runtime: str, security: Security, secret: Path) -> list[str]:
+    """The ServerApp SuperExec of a SuperLink in ``--isolation process``, holding the secret."""
+    command = [find_bin("flower-superexec"), "--runtime-api-address", runtime,
+               "--superexec-auth-secret-file", str(secret)]  # fmt: skip
+    if security.certs is None:
+        return [*command, "--insecure"]
+    return [*command, "--root-certificates", str(security.ca)]
 
 
 def supernode_command(
@@ -151,6 +167,7 @@ class Deployment:
         self.state_dir = Path(state_dir).resolve()
         self.superlink = superlink
         self.security = security
+        self.tags: dict[str, str] = {}
         self.env = flwr_env(self.flwr_home)
         host, _, port = superlink.rpartition(":")
         if not host or not port.isdigit():
@@ -178,13 +195,26 @@ class Deployment:
         log_path = self.state_dir / f"{name}.log"
         proc = spawn_logged(command, env, log_path, cwd=self.state_dir)
         self._record(role, name, proc.pid, tag, log_path)
+        self.tags[name] = tag
         return proc
 
-    def start_superlink(self, bind_host: str | None = None, timeout: float = 60.0) -> None:
-        """Start the SuperLink on this host and wait until its port accepts connections."""
-        command = superlink_command(
-            bind_host or self.host, self.port, self.security, self.state_dir / "superlink.db"
-        )
+    def stop_process(self, name: str, timeout: float = 20.0) -> None:
+        """Stop one process this object started and forget it in ``processes.json``."""
+        stop_tagged([self.tags.pop(name)], timeout)
+        path = self.state_dir / "processes.json"
+        records = [r for r in json.loads(path.read_text()) if r["name"] != name]
+        path.write_text(json.dumps(records, indent=2) + "\n")
+
+    def start_superlink(
+        self, bind_host: str | None = None, timeout: float = 60.0, secret: Path | None = None
+    ) -> None:
+        """Start the SuperLink on this host and wait until its port accepts connections.
+
+        With `secret` (a file of raw bytes), also start its ServerApp SuperExec, which signs its
+        Runtime API calls with it: a SuperExec without it is refused (HTTP 401).
+        """
+        command = superlink_command(bind_host or self.host, self.port, self.security,
+                                    self.state_dir / "superlink.db", secret)  # fmt: skip
         proc = self._spawn("superlink", "superlink", command)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -195,9 +225,23 @@ class Deployment:
                 s.settimeout(1)
                 if s.connect_ex((self.host if self.host != "0.0.0.0" else "127.0.0.1",
                                  self.port)) == 0:  # fmt: skip
-                    return
+                    break
             time.sleep(0.2)
-        raise TimeoutError(f"SuperLink not listening on {self.superlink} after {timeout:.0f}s")
+        else:
+            raise TimeoutError(f"SuperLink not listening on {self.superlink} after {timeout:.0f}s")
+        if secret is not None:
+            self._start_superexec(secret)
+
+    def _start_superexec(self, secret: Path, settle: float = 2.0) -> None:
+        """Our ServerApp SuperExec; one refused by the SuperLink exits within `settle` seconds."""
+        proc = self._spawn("superexec", "superexec",
+                           superexec_command(self.superlink, self.security, secret))  # fmt: skip
+        try:
+            proc.wait(timeout=settle)
+        except subprocess.TimeoutExpired:
+            return
+        log = (self.state_dir / "superexec.log").read_text()[-2000:]
+        raise RuntimeError(f"the ServerApp's flower-superexec exited ({proc.returncode}):\n{log}")
 
     def start_supernode(
         self, partition_id: int, num_partitions: int, role: str, port: int,
@@ -261,7 +305,8 @@ class Deployment:
 
 
 def stop_state(state_dir: Path, timeout: float = 20.0) -> list[str]:
-    """Stop what ``<state_dir>/processes.json`` records: SuperNodes, then the SuperLink.
+    """Stop what ``<state_dir>/processes.json`` records: the ServerApp SuperExec, SuperNodes,
+    then the SuperLink.
 
     Returns the names of the recorded processes.
     """
@@ -269,7 +314,7 @@ def stop_state(state_dir: Path, timeout: float = 20.0) -> list[str]:
     if not path.exists():
         return []
     records = json.loads(path.read_text())
-    for role in ("supernode", "superlink"):
+    for role in ("superexec", "supernode", "superlink"):
         stop_tagged([r["tag"] for r in records if r["role"] == role], timeout)
     path.unlink()
     return [r["name"] for r in records]

@@ -8,12 +8,14 @@ Several hosts (the SuperLink host also holds the CA; copy ``ca.crt`` to the othe
 
     # SuperLink host (10.0.0.1); opening the port opens the Control API too (docs/security.md)
     immunefl deploy certs certs/ 10.0.0.1
+    # beyond loopback the ServerApp's SuperExec gets a shared secret (<state>/superexec.secret)
     immunefl deploy superlink --address 10.0.0.1:9092 --certs certs/ --auth --state .deploy
     # each node host: a key per node, public keys sent to the operator who registers them
     immunefl deploy keys keys/ --partitions 0-1
     immunefl deploy register --superlink 10.0.0.1:9092 --certs certs/ --keys keys/  # operator
     immunefl deploy supernodes --superlink 10.0.0.1:9092 --certs certs/ --keys keys/ \\
         --partitions 0-1 --num-partitions 4 --malicious 1 --state .deploy
+    # (waits until each node is online; exit 1 naming each refused node and why)
     # from the operator's machine on the nodes' private network (or through an SSH tunnel:
     # `ssh -N -L 9092:10.0.0.1:9092 operator@10.0.0.1 &`, then --superlink 127.0.0.1:9092)
     immunefl deploy run configs/deploy-smoke.yaml --superlink 10.0.0.1:9092 --certs certs/
@@ -37,6 +39,7 @@ from immunefl.deploy import (
     parse_partitions,
     stop_state,
 )
+from immunefl.deploy_checks import StartedNode, is_loopback, superexec_secret, wait_for_nodes
 from immunefl.experiments import CHECKS, parse_overrides, resolve_config
 from immunefl.processes import free_port
 from immunefl.submission import RunFailed, write_run_config
@@ -45,12 +48,18 @@ from task.schema import PROJECT_ROOT, ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 OPEN_CONTROL_API_WARNING = (
-    "immunefl: WARNING: the SuperLink binds {address}. Flower 1.41 serves the Fleet API "
-    "(SuperNodes) and the Control API (`flwr run`, `flwr stop`, ...) on this one port and the "
-    "open-source release authenticates no Control API user: anyone who can reach it (with "
-    "--certs: anyone holding the public ca.crt) can submit and stop runs. Keep it on a private "
-    "network, or expose only /v1/fleet/ through a reverse proxy and submit runs through an SSH "
-    "tunnel (docs/security.md)."
+    "immunefl: WARNING: the SuperLink binds {address}. Flower serves the Fleet API (SuperNodes), "
+    "the Control API (`flwr run`, `flwr stop`, ...) and the Runtime API of the ServerApp on this "
+    "one port, and the open-source release authenticates no Control API user: anyone who can "
+    "reach it (with --certs: anyone holding the public ca.crt) can submit and stop runs. Keep it "
+    "on a private network, or expose only /v1/fleet/ through a reverse proxy and submit runs "
+    "through an SSH tunnel (docs/security.md)."
+)
+
+NO_SECRET_WARNING = (
+    "immunefl: WARNING: --no-superexec-secret: nothing binds the ServerApp's SuperExec to this "
+    "SuperLink, so whoever reaches the port can take the ServerApp's task (the app and its run "
+    "config) and act as the ServerApp."
 )
 
 
@@ -89,10 +98,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--address",
         default="127.0.0.1:9092",
-        help="HOST:PORT to bind (default loopback: flwr 1.41 serves the Fleet AND the Control "
+        help="HOST:PORT to bind (default loopback: Flower serves the Fleet, Control and Runtime "
         "API on this one port; see docs/security.md before opening it)",
     )
     p.add_argument("--state", type=Path, default=Path(".deploy"))
+    p.add_argument("--superexec-secret", type=Path, metavar="FILE", help="shared secret (raw "
+                   "bytes, mode 600) binding the ServerApp's SuperExec to the SuperLink; default "
+                   "beyond loopback: a new random <state>/superexec.secret")  # fmt: skip
+    p.add_argument("--no-superexec-secret", action="store_true", help="no secret even beyond "
+                   "loopback: whoever reaches the port can take the ServerApp's task")  # fmt: skip
     security_args(p, server=True)
     common(p)
 
@@ -109,6 +123,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--malicious", default="", help="partition ids with role=malicious")
     p.add_argument("--keys", type=Path, help="private keys node-<partition> (authentication)")
     p.add_argument("--state", type=Path, default=Path(".deploy"))
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the nodes to be online (60)")  # fmt: skip
     security_args(p)
     common(p)
 
@@ -194,6 +210,49 @@ def _local(args: argparse.Namespace) -> int:
         print(f"immunefl: stopped the deployment (logs in {state})", flush=True)
 
 
+def _supernodes(args: argparse.Namespace) -> int:
+    """Start the nodes, wait until each is online or refused; exit 1 naming every refusal."""
+    security = _security(args)
+    if args.keys is not None:
+        if security.certs is None:
+            raise ValueError("--keys (SuperNode authentication) needs TLS: give --certs DIR, "
+                             "not --insecure")  # fmt: skip
+        security = Security(security.certs, auth=True)
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout}: must be positive")
+    partitions = parse_partitions(args.partitions)
+    malicious = set(parse_partitions(args.malicious))
+    if stray := sorted(malicious - set(partitions)):
+        raise ValueError(f"--malicious {args.malicious}: {stray} not in --partitions")
+    keys = {pid: args.keys / f"node-{pid}" if args.keys else None for pid in partitions}
+    if missing := [str(k) for k in keys.values() if k is not None and not k.is_file()]:
+        raise FileNotFoundError(f"--keys {args.keys}: no private key {', '.join(missing)} "
+                                "(make them with `immunefl deploy keys`)")  # fmt: skip
+    dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, args.superlink, security)
+    started, roles = [], {}
+    for pid in partitions:
+        roles[f"supernode-{pid}"] = "malicious" if pid in malicious else "benign"
+        proc = dep.start_supernode(pid, args.num_partitions, roles[f"supernode-{pid}"],
+                                   free_port(), keys[pid])  # fmt: skip
+        started.append(StartedNode(f"supernode-{pid}", proc,
+                                   dep.state_dir / f"supernode-{pid}.log", keys[pid]))  # fmt: skip
+    refused = []
+    for status in wait_for_nodes(started, args.superlink, security.certs, args.timeout):
+        if status.online:
+            print(f"immunefl: SuperNode {status.name} ({roles[status.name]}) online at "
+                  f"{args.superlink} (node id {status.node_id})")  # fmt: skip
+            continue
+        refused.append(status.name)
+        dep.stop_process(status.name)
+        print(f"immunefl: SuperNode {status.name} refused: {status.reason} (stopped; log "
+              f"{dep.state_dir / status.name}.log)", file=sys.stderr)  # fmt: skip
+    if refused:
+        print(f"immunefl: {len(refused)} of {len(started)} SuperNodes not online: "
+              f"{', '.join(refused)}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
 def deploy_main(args: argparse.Namespace) -> int:
     cmd = args.deploy_command
     for name, value in vars(args).items():  # every path flag: against the caller's directory
@@ -209,11 +268,16 @@ def deploy_main(args: argparse.Namespace) -> int:
             host, _, port = args.address.rpartition(":")
             probe = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
             dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, probe, _security(args))
-            if host not in LOOPBACK:
+            secret = superexec_secret(host, args.superexec_secret, args.no_superexec_secret,
+                                      dep.state_dir)  # fmt: skip
+            if not is_loopback(host):
                 print(OPEN_CONTROL_API_WARNING.format(address=args.address), file=sys.stderr)
-            dep.start_superlink(bind_host=host or "0.0.0.0")
-            print(f"immunefl: SuperLink on {args.address}; stop with "
-                  f"`immunefl deploy down --state {args.state}`")  # fmt: skip
+                if secret is None:
+                    print(NO_SECRET_WARNING, file=sys.stderr)
+            dep.start_superlink(bind_host=host or "0.0.0.0", secret=secret)
+            bound = f"shared secret {secret}" if secret else "no shared secret"
+            print(f"immunefl: SuperLink on {args.address} (ServerApp SuperExec: {bound}); stop "
+                  f"with `immunefl deploy down --state {args.state}`")  # fmt: skip
         elif cmd == "register":
             keys = sorted(args.keys.glob("node-*.pub"))
             if not keys:
@@ -225,16 +289,7 @@ def deploy_main(args: argparse.Namespace) -> int:
                 for pub in keys:
                     print(f"{dep.register(pub, pub.stem)}: {pub}")
         elif cmd == "supernodes":
-            security = _security(args)
-            if security.certs is not None and args.keys is not None:
-                security = Security(security.certs, auth=True)
-            dep = Deployment(PROJECT_ROOT, args.flwr_home, args.state, args.superlink, security)
-            malicious = set(parse_partitions(args.malicious))
-            for pid in parse_partitions(args.partitions):
-                key = args.keys / f"node-{pid}" if args.keys else None
-                role = "malicious" if pid in malicious else "benign"
-                dep.start_supernode(pid, args.num_partitions, role, free_port(), key)
-                print(f"immunefl: SuperNode partition {pid} ({role}) -> {args.superlink}")
+            return _supernodes(args)
         elif cmd == "run":
             config = _run_config(args)
             with tempfile.TemporaryDirectory(prefix="immunefl-deploy-") as state:

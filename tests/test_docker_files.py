@@ -195,3 +195,30 @@ def test_generate_certs_never_silently_keeps_a_certificate_missing_a_new_name(tm
     new = gen("other-host", "10.0.0.2")  # a name the certificate lacks: refused, named
     assert new.returncode == 1 and "not valid for: other-host 10.0.0.2" in new.stderr
     assert (out / "server.pem").read_bytes() == pem  # never overwritten
+
+
+@needs_compose
+def test_the_superexec_secret_reaches_the_superlink_and_the_serverapp_only() -> None:
+    out = _config("compose.yml", "with-tls.yml", "with-auth.yml", "with-state.yml",
+                  "with-secret.yml")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    services = config["services"]
+    assert config["secrets"]["superexec"]["file"].endswith("docker/secrets/superexec")
+    holders = {name for name, spec in services.items() if spec.get("secrets")}
+    assert holders == {"superlink", "serverapp"}
+    for name in holders:
+        assert [s["source"] for s in services[name]["secrets"]] == ["superexec"]
+    link = services["superlink"]
+    flag = "--superexec-auth-secret-file /run/secrets/superexec"
+    assert link["environment"]["SUPERLINK_SECRET_ARGS"] == flag
+    assert "SUPERLINK_SECRET_ARGS" in link["entrypoint"][2]  # on the SuperLink's command line
+    assert "--isolation" in link["command"]  # Flower ignores the secret in subprocess isolation
+    assert link["command"][link["command"].index("--isolation") + 1] == "process"
+    app = services["serverapp"]  # the SuperExec signs with it; TLS arguments unchanged
+    assert app["entrypoint"] == ["flower-superexec", *flag.split()]
+    assert app["command"] == ["--root-certificates", "/app/certificates/ca.crt",
+                              "--runtime-api-address", "superlink:9092"]  # fmt: skip
+    # the other overlays still combine with it
+    assert link["environment"]["SUPERLINK_AUTH_ARGS"] == "--enable-supernode-auth"
+    assert "SUPERLINK_STATE_ARGS" in link["environment"]
