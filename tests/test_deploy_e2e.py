@@ -15,11 +15,6 @@ from task.schema import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
-def _tags(state: Path) -> list[str]:
-    path = state / "processes.json"
-    return [r["tag"] for r in json.loads(path.read_text())] if path.exists() else []
-
-
 def test_local_deployment_with_tls_auth_and_a_malicious_node(tmp_path: Path, fmnist_dir: Path):
     state = tmp_path / "state"
     out = subprocess.run(
