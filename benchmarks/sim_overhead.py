@@ -37,31 +37,40 @@ sys.path.insert(0, str(ROOT))
 
 
 class TreeMemory:
-    """Peak of the summed RSS of all processes whose environment holds `tag` (or self)."""
+    """Peaks of the summed RSS and of the summed PSS (shared pages split between the processes
+    that map them: what the tree really holds) of all processes whose environment holds `tag`
+    (or self), and the per-process PSS at the PSS peak (`top`)."""
 
     def __init__(self, tag: str | None = None) -> None:
         self.needle = f"IMMUNEFL_BENCH_TAG={tag}".encode() if tag else None
         self.peak = 0
+        self.peak_pss = 0
+        self.top: list[tuple[int, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _rss(self) -> int:
+    def _pids(self) -> list[int]:
         if self.needle is None:
-            return _rss_of(os.getpid())
-        total = 0
+            return [os.getpid()]
+        pids = []
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
             try:
                 if self.needle in (d / "environ").read_bytes().split(b"\0"):
-                    total += _rss_of(int(d.name))
+                    pids.append(int(d.name))
             except OSError:
                 continue
-        return total
+        return pids
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            pids = self._pids()
+            self.peak = max(self.peak, sum(_rss_of(p) for p in pids))
+            pss = [(_pss_of(p), _name_of(p)) for p in pids]
+            if sum(x for x, _ in pss) > self.peak_pss:
+                self.peak_pss = sum(x for x, _ in pss)
+                self.top = sorted(pss, reverse=True)
             time.sleep(0.25)
 
     def __enter__(self) -> TreeMemory:
@@ -81,6 +90,30 @@ def _rss_of(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _pss_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _name_of(pid: int) -> str:
+    """A short name: the module or script a Python process runs, else the executable."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in argv if a]
+    for i, w in enumerate(words):
+        if w == "-m" and i + 1 < len(words):
+            return words[i + 1]
+    named = [Path(w).name for w in words[:3] if not w.startswith("-")]
+    return " ".join(named[-2:]) or "?"
 
 
 class Baseline:
@@ -214,6 +247,7 @@ def main() -> None:
     with TreeMemory() as mem_base_2:
         baseline.run(half + 1, args.rounds)
     mem_base.peak = max(mem_base.peak, mem_base_2.peak)
+    mem_base.peak_pss = max(mem_base.peak_pss, mem_base_2.peak_pss)
     # the plain loop's whole command: its start-up once, then every round (both halves)
     base = {"wall": baseline.wall, "rounds": baseline.round_seconds, "acc": baseline.acc,
             "eval": baseline.eval_seconds}  # fmt: skip
@@ -261,6 +295,11 @@ def main() -> None:
     print(f"RATIO first_round={flwr['rounds'][0] / steady(flwr):.3f} of a steady round "
           f"(target <= 1.2)")  # fmt: skip
     print(f"RATIO peak_memory={mem_flwr.peak / mem_base.peak:.3f} (target <= 2)")
+    print(f"peak PSS MiB: baseline {mem_base.peak_pss / 2**20:.0f}, flwr "
+          f"{mem_flwr.peak_pss / 2**20:.0f} ({mem_flwr.peak_pss / mem_base.peak_pss:.2f}x); "
+          "flwr per process at its peak:")  # fmt: skip
+    for pss, name in mem_flwr.top:
+        print(f"  {pss / 2**20:7.0f}  {name[:70]}")
     print(f"FIXED flwr start+shutdown={fixed(flwr):.1f}s (target <= 10 s)")
 
 
