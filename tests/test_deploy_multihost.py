@@ -118,7 +118,8 @@ def test_superlink_and_supernodes_on_two_hosts(tmp_path: Path) -> None:
                                  str(A / "flwr"), "--set", "num-partitions=2", "--set",
                                  "num-malicious=0", "--set", "attack=none", "--set",
                                  "strategy=fedavg", "--set", "clients-per-round=2", "--set",
-                                 "num-server-rounds=1", "--set", "batch-size=32", "--set",
+                                 "num-server-rounds=1", "--set", "adv-rounds=1", "--set",
+                                 "batch-size=32", "--set",
                                  f"results-dir={results}", "--set", "run-name=two-hosts",
                                  "--set", f"data-dir={data}"), timeout=400)  # fmt: skip
         assert code == 0, out[-3000:] + err[-3000:]
