@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from task.schema import PROJECT_ROOT, ConfigError
+from task.schema import ConfigError
 
 
 def path_problems(mapping: dict[str, Any]) -> list[str]:
@@ -51,7 +51,7 @@ def check_in_child(mappings: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The problems of each mapping, found by a child process (`main`)."""
     out = subprocess.run(  # noqa: S603 - this interpreter, our own module
         [sys.executable, "-m", "immunefl.checker"], input=json.dumps(list(mappings)),
-        capture_output=True, text=True, cwd=PROJECT_ROOT,
+        capture_output=True, text=True,  # the caller's directory: relative paths as typed
     )  # fmt: skip
     try:
         answer = json.loads(out.stdout) if out.returncode == 0 else None

@@ -63,3 +63,15 @@ def test_every_point_of_a_sweep_is_named_with_its_problems() -> None:
     with pytest.raises(ConfigError) as info:
         raise_problems([good, bad, bad], [{"s": 0}, {"s": 1}, {"s": 2}])
     assert [p[:7] for p in info.value.problems] == ["[s=1] '", "[s=2] '"]
+
+
+def test_a_relative_file_is_checked_from_the_callers_directory(tmp_path, monkeypatch) -> None:
+    from immunefl.cli import checked
+
+    (tmp_path / "e.npy").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    base = {"attack": "edge-case", "num-malicious": "5", "adv-rounds": "2",
+            "edge-case-source": "file"}  # fmt: skip
+    checked([({}, resolve_config(None, {**base, "edge-case-file": "e.npy"}, checks=()))])
+    with pytest.raises(ConfigError, match="nope.npy does not exist"):
+        checked([({}, resolve_config(None, {**base, "edge-case-file": "nope.npy"}, checks=()))])
