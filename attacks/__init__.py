@@ -7,7 +7,9 @@ lists the valid ones. `craft_malicious` is what the ClientApp calls for a malici
 applies the modifiers:
 
 - ``attack-collude``: every attacker trains on the union of the malicious partitions with one
-  shared seed, so all of them send one identical update (Panda et al., 2022);
+  shared seed, so all of them send one identical update (Panda et al., 2022); with
+  ``collude-budget = one-client`` on a shared draw from that union of one malicious partition's
+  (mean) size, so the shared update costs one benign client's SGD steps (`collusion_indices`);
 - ``attack-adaptive``: the update is reshaped against the AND-mask (`attacks.adaptive`).
 """
 
@@ -153,6 +155,34 @@ def claimed_examples(config: RunConfig, num_examples: int) -> float:
     return float(num_examples)
 
 
+def collusion_indices(
+    partitions: tuple[torch.Tensor, ...], malicious: tuple[int, ...], budget: str,
+    generator: torch.Generator,
+) -> torch.Tensor:  # fmt: skip
+    """The examples the colluders' one shared update trains on (sorted).
+
+    ``union``: every malicious partition together (m x a client's data, so m x its SGD steps
+    per epoch). ``one-client``: a draw without replacement from that union, of the malicious
+    partitions' mean size rounded, by the colluders' shared `generator`, so every colluder draws
+    the same examples and, with ``attack-local-epochs = local-epochs``, takes the SGD steps of
+    one benign client holding that many examples.
+
+    >>> parts = (torch.arange(0, 4), torch.arange(4, 10), torch.arange(10, 12))
+    >>> collusion_indices(parts, (0, 1), "union", torch.Generator()).tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    >>> len(collusion_indices(parts, (0, 1), "one-client", torch.Generator().manual_seed(0)))
+    5
+    """
+    union = torch.cat([partitions[p] for p in malicious]).sort().values
+    if budget == "union":
+        return union
+    if budget != "one-client":
+        raise ValueError(f"collude-budget '{budget}'; valid: union, one-client")
+    size = max(1, round(len(union) / len(malicious)))
+    pick = torch.randperm(len(union), generator=generator, device=generator.device)[:size]
+    return union[pick.cpu()].sort().values
+
+
 def craft_malicious(ctx: AttackContext) -> State:
     """The state a malicious node sends this round (its update scaled by ``attack-boost`` only
     with ``attack-boost-mode = scale``; with ``weight`` the boost is in its claimed weight)."""
@@ -161,8 +191,10 @@ def craft_malicious(ctx: AttackContext) -> State:
         config = dataclasses.replace(config, attack_boost=1.0)
     attack = attack_spec(config.attack).build(config)
     if config.attack_collude:
-        indices = torch.cat([ctx.partitions[p] for p in ctx.malicious]).sort().values
         generator = ctx.generator("attack-collude")
+        indices = collusion_indices(
+            ctx.partitions, tuple(ctx.malicious), config.collude_budget, generator
+        )
     else:
         indices, generator = ctx.indices, ctx.generator("attack", ctx.partition_id)
     state = attack.craft(ctx, indices, generator)

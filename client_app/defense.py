@@ -3,7 +3,7 @@
 - ``none``: plain local SGD;
 - ``wbc``: FL-WBC during training, keys ``wbc-s``, ``wbc-variant`` (``paper``: Algorithm 1,
   `client_app.wbc`, with ``wbc-noise-param``; ``official``: the authors' code,
-  `client_app.wbc_official`);
+  `client_app.wbc_official`; ``dense``: its noise without the null-space test);
 - ``ldp``: clip and noise the update before sending (`client_app.ldp`), ``ldp-clip``,
   ``ldp-noise-multiplier``.
 
@@ -33,13 +33,14 @@ def _generator(cfg: RunConfig, stream: str, server_round: int, pid: int, model: 
 def training_hooks(
     cfg: RunConfig, model: nn.Module, server_round: int, partition_id: int
 ) -> list[FLWBC | OfficialWBC]:
-    """Step hooks for benign local training (FL-WBC when configured: Algorithm 1, or the
-    authors' code with ``wbc-variant = official``)."""
+    """Step hooks for benign local training (FL-WBC when configured: Algorithm 1, the
+    authors' code with ``wbc-variant = official``, or its noise alone with ``dense``)."""
     if cfg.client_defense != "wbc":
         return []
     gen = _generator(cfg, "wbc-noise", server_round, partition_id, model)
-    if cfg.wbc_variant == "official":
-        return [OfficialWBC(model.named_parameters(), cfg.lr, cfg.wbc_s, gen)]
+    if cfg.wbc_variant in ("official", "dense"):
+        dense = cfg.wbc_variant == "dense"
+        return [OfficialWBC(model.named_parameters(), cfg.lr, cfg.wbc_s, gen, dense=dense)]
     return [
         FLWBC(model.parameters(), cfg.lr, cfg.wbc_s, gen,
               cfg.wbc_noise_param)

@@ -12,7 +12,7 @@ import torch
 from attacks import ROLES
 from task.allocator import configure_allocator
 from task.data import Dataset, load_dataset
-from task.partition import cached_partitions, server_holdout
+from task.partition import config_partitions
 from task.roles import simulated_role
 from task.runconfig import RunConfig
 
@@ -51,16 +51,8 @@ class NodeIdentity:
 
 def all_partitions(run_config: RunConfig, num_partitions: int) -> tuple[torch.Tensor, ...]:
     """Every partition's training indices (cached per process); the server's root examples
-    (`task.partition.server_holdout`) are in none of them."""
-    return cached_partitions(
-        run_config.dataset,
-        run_config.data_dir,
-        run_config.partitioning,
-        num_partitions,
-        run_config.seed,
-        run_config.dirichlet_alpha,
-        server_holdout(run_config),
-    )
+    (`task.partition.server_holdout`) and the pretraining slice are in none of them."""
+    return config_partitions(run_config, num_partitions)
 
 
 def node_data(identity: NodeIdentity, run_config: RunConfig) -> tuple[Dataset, torch.Tensor]:

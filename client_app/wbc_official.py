@@ -17,6 +17,11 @@ it estimates and where it perturbs. Each choice below follows that source:
   gradient is recorded after every step and starts afresh each epoch (``old_gradient = {}`` at
   the top of the epoch loop).
 
+``wbc-variant = dense`` is the same update with the null-space test removed: every entry of
+every weight tensor gets ``lr * Y`` at the same steps, from the same noise stream (the same
+seed draws the same Y), so its ``wbc_perturbed_fraction`` is 1.0. It is the control that asks
+whether FL-WBC's mitigation is more than the Laplace noise it adds (issue 32).
+
 Its other settings are run-config values (the ``official`` presets of
 ``configs/fl-wbc-*-fmnist.yaml``): E = 10, B = 10, lr 0.01, momentum 0.5 (``src/options.py``).
 Not copied: the code trains on 80% of each partition (a train/validation/test split of the
@@ -48,7 +53,8 @@ def official_perturbation(
 
 
 class OfficialWBC:
-    """The authors' FL-WBC as a step hook of `task.training.train_sgd` (see module doc)."""
+    """The authors' FL-WBC as a step hook of `task.training.train_sgd` (see module doc);
+    with ``dense`` the same noise on every weight entry, no null-space test."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class OfficialWBC:
         lr: float,
         s: float,
         generator: torch.Generator,
+        dense: bool = False,
     ) -> None:
         if not (math.isfinite(s) and s >= 0):
             raise ValueError(f"wbc-s must be finite and >= 0, got {s}")
@@ -63,6 +70,7 @@ class OfficialWBC:
         self.lr = float(lr)
         self.std = math.sqrt(2.0) * float(s)  # Laplace scale s
         self.generator = generator
+        self.dense = bool(dense)
         self._old = [torch.empty_like(p) for p in self.params]
         self._batch = 0
         self._numel = sum(p.numel() for p in self.params)
@@ -80,6 +88,10 @@ class OfficialWBC:
             perturbed = 0
             for p, old in zip(self.params, self._old, strict=True):
                 noise = laplace_like(p, self.std, self.generator)
+                if self.dense:  # the control: no null-space test, every entry moves
+                    p.add_(noise * self.lr)
+                    perturbed += p.numel()
+                    continue
                 change = official_perturbation(p.grad - old, noise, self.lr)
                 p.add_(change)
                 perturbed += int((change != 0).sum())

@@ -35,12 +35,9 @@ from task.runconfig import RunConfig
 
 def assigned_sizes(config: RunConfig, node_of: dict[int, int]) -> dict[int, float]:
     """Node id -> the size of the partition the server assigned it (simulation only)."""
-    from task.partition import cached_partitions
+    from task.partition import config_partitions
 
-    c = config
-    parts = cached_partitions(
-        c.dataset, c.data_dir, c.partitioning, c.num_partitions, c.seed, c.dirichlet_alpha
-    )
+    parts = config_partitions(config)
     return {node: float(len(parts[p])) for p, node in node_of.items()}
 
 

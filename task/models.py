@@ -137,6 +137,29 @@ def initial_model_problems(config) -> list[str]:  # noqa: ANN001 - a task.runcon
         load_initial_model(config.initial_model, config.model, config.dataset)
     except ValueError as exc:
         return [str(exc)]
+    return pretrain_sidecar_problems(config)
+
+
+def pretrain_sidecar_problems(config) -> list[str]:  # noqa: ANN001 - a RunConfig
+    """A clean model from ``scripts/pretrain.py`` records beside it (``<model>.json``) the
+    ``pretrain-holdout`` slice it saw; a run that does not keep that slice out of its
+    partitions would hand clients the model's training examples, so it is refused."""
+    import json
+    from pathlib import Path
+
+    sidecar = Path(f"{config.initial_model}.json")
+    if not sidecar.is_file():
+        return []
+    try:
+        recorded = json.loads(sidecar.read_text())["pretrain-holdout"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"'initial-model' sidecar {sidecar} is unreadable: {type(exc).__name__}: {exc}"]
+    if recorded != config.pretrain_holdout:
+        return [
+            f"'initial-model' {config.initial_model} was trained on a slice of "
+            f"{recorded} training examples ({sidecar}): set 'pretrain-holdout' to {recorded} "
+            f"(it is {config.pretrain_holdout}), so that no client's partition holds them"
+        ]
     return []
 
 

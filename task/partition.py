@@ -13,7 +13,9 @@ index arrays into the training split, not copies of the images.
 
 A server that trains on clean data of its own (FLTrust's root set) holds examples out first:
 `root_indices` draws them (seeded), and the clients' partitions are cut from the rest only, so
-no root example is in any client's partition (`cached_partitions` with ``holdout``).
+no root example is in any client's partition (`cached_partitions` with ``holdout``). A clean
+model trained centrally before the federation (``pretrain-holdout``, ``scripts/pretrain.py``)
+is trained on `pretrain_indices`, which are likewise in no partition.
 """
 
 from __future__ import annotations
@@ -151,21 +153,54 @@ def root_indices(num_examples: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
 
 
+#: the pretraining slice is one draw for every run seed, so one clean model serves all seeds
+PRETRAIN_SLICE_SEED = 0
+
+
+def pretrain_indices(num_examples: int, size: int) -> np.ndarray:
+    """The ``pretrain-holdout`` slice: ``size`` training indices (sorted) drawn on the stream
+    ``pretrain-set`` of seed `PRETRAIN_SLICE_SEED`, whatever the run's seed, so the clean model
+    of ``scripts/pretrain.py`` is trained once and no run seed's partitions hold its examples.
+
+    >>> pretrain_indices(10, 3).tolist() == pretrain_indices(10, 3).tolist()
+    True
+    """
+    if not 0 < size < num_examples:
+        raise ValueError(f"'pretrain-holdout' {size} needs 0 < size < {num_examples} examples")
+    rng = np.random.default_rng(derive_seed(PRETRAIN_SLICE_SEED, "pretrain-set") % (2**32))
+    return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
+
+
 @functools.lru_cache(maxsize=8)
 def cached_partitions(
     dataset_name: str, data_dir: str, scheme: str, num_partitions: int, seed: int, alpha: float,
-    holdout: int = 0,
+    holdout: int = 0, pretrain: int = 0,
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """`partition_indices` of a dataset's training split: once per process, and on disk.
-    With ``holdout`` > 0 the `root_indices` are taken out first (in no partition)."""
+    With ``holdout`` > 0 the `root_indices`, with ``pretrain`` > 0 the `pretrain_indices`, are
+    taken out first (in no partition)."""
     from task.data import load_dataset
 
     ds = load_dataset(dataset_name, data_dir)
     labels = ds.train.labels.numpy()
-    if holdout <= 0:
+    n = labels.shape[0]
+    excluded = [root_indices(n, holdout, seed)] if holdout > 0 else []
+    if pretrain > 0:
+        excluded.append(pretrain_indices(n, pretrain))
+    if not excluded:
         parts = load_or_partition(labels, scheme, num_partitions, seed, alpha)
     else:
-        rest = np.setdiff1d(np.arange(labels.shape[0]), root_indices(len(labels), holdout, seed))
+        rest = np.setdiff1d(np.arange(n), np.concatenate(excluded))
         parts = [rest[p] for p in load_or_partition(labels[rest], scheme, num_partitions, seed,
                                                     alpha)]  # fmt: skip
     return tuple(torch.from_numpy(np.ascontiguousarray(p)) for p in parts)
+
+
+def config_partitions(config, num_partitions: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Every partition of a run (`config`: a RunConfig), with the server's root set and the
+    pretraining slice in none of them."""
+    c = config
+    return cached_partitions(
+        c.dataset, c.data_dir, c.partitioning, num_partitions or c.num_partitions, c.seed,
+        c.dirichlet_alpha, server_holdout(c), c.pretrain_holdout,
+    )  # fmt: skip

@@ -104,6 +104,7 @@ class RunConfig:
     edge_case_source: str
     edge_case_file: str
     attack_collude: bool
+    collude_budget: str
     attack_adaptive: bool
     gaussian_std: float
     alie_z: float
@@ -142,6 +143,7 @@ class RunConfig:
     metrics_push_url: str
     metrics_linger: float
     sweep_file: str
+    pretrain_holdout: int
     initial_model: str
     plugin_params: str
     weighting: str

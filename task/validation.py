@@ -19,6 +19,7 @@ from typing import Any
 
 from task.catalog import (
     CLIENT_DEFENSES,
+    COLLUDE_BUDGETS,
     DATASETS,
     MODEL_DATASETS,
     MODELS,
@@ -45,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "attack-mode": ("rounds", "continuous"),
     "fail-mode": ("crash", "hang"),
     "weighting": ("claimed", "equal", "assigned"),
+    "collude-budget": COLLUDE_BUDGETS,
 }
 #: above this, partitioning alone costs minutes and the roster waits for as many nodes
 MAX_PARTITIONS = 100_000
@@ -209,12 +211,26 @@ def validate_config(
         problems.append(
             f"'run-name' must not hold NUL or control characters, got {preview(c.run_name)}"
         )
+    if c.collude_budget == "one-client":
+        if not c.attack_collude:
+            problems.append(
+                "'collude-budget' one-client shapes the colluders' shared update: it needs "
+                "'attack-collude' true"
+            )
+        elif c.attack_local_epochs != c.local_epochs:
+            problems.append(
+                "'collude-budget' one-client matches one benign client's SGD steps: set "
+                f"'attack-local-epochs' ({c.attack_local_epochs}) to 'local-epochs' "
+                f"({c.local_epochs})"
+            )
+    if c.pretrain_holdout < 0:
+        problems.append(f"'pretrain-holdout' must be >= 0, got {c.pretrain_holdout}")
     if not (math.isfinite(c.wbc_s) and c.wbc_s >= 0):
         problems.append(f"'wbc-s' must be a finite number >= 0, got {c.wbc_s}")
-    if c.wbc_variant == "official" and c.wbc_noise_param != "scale":
+    if c.wbc_variant in ("official", "dense") and c.wbc_noise_param != "scale":
         problems.append(
-            "'wbc-variant' official draws Laplace noise of scale s, as the authors' code does: "
-            "set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
+            f"'wbc-variant' {c.wbc_variant} draws Laplace noise of scale s, as the authors' "
+            "code does: set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
         )
     if not (math.isfinite(c.ldp_clip) and c.ldp_clip > 0):
         problems.append(f"'ldp-clip' must be a finite number > 0, got {c.ldp_clip}")

@@ -192,3 +192,44 @@ def test_ldp_release_through_the_shared_state_vector_conversion_keeps_local_buff
     out = ldp_release(local, g, clip=1.0, multiplier=0.0, generator=gen)
     assert torch.allclose(out["w"], torch.tensor([0.6, 0.0, 0.8]))  # clipped to norm 1, no noise
     assert int(out["n"]) == 7  # integer buffers are the node's own, as before
+
+
+def test_one_client_collusion_takes_one_benign_clients_steps(fmnist, parts, monkeypatch) -> None:
+    """collude-budget one-client (issue 32): the colluders still send one identical update, but
+    trained on one partition's worth of the union: the SGD steps of one benign client."""
+    import attacks.base as base
+
+    steps: list[int] = []
+    real = base.train_sgd
+
+    def counting(*args, **kwargs):
+        result = real(*args, **kwargs)
+        steps.append(result.steps)
+        return result
+
+    monkeypatch.setattr(base, "train_sgd", counting)
+    extra = {"attack-collude": True, "local-epochs": 2, "attack-local-epochs": 2,
+             "batch-size": 16}  # fmt: skip
+    one = [craft_malicious(context(fmnist, parts, p, attack="backdoor",
+                                   **{**extra, "collude-budget": "one-client"}))
+           for p in (17, 19)]  # fmt: skip
+    assert all(torch.equal(one[0][k], one[1][k]) for k in one[0])
+    benign = context(fmnist, parts, 18, **extra)
+    _benign(benign)  # a benign client of these partitions (100 examples): 2 epochs of 7 batches
+    assert steps == [2 * 7, 2 * 7, 2 * 7]
+    steps.clear()
+    craft_malicious(context(fmnist, parts, 17, attack="backdoor", **extra))  # today's: the union
+    assert steps == [2 * 19]  # 300 examples, batches of 16
+
+
+def test_collusion_budgets_draw_from_the_malicious_union() -> None:
+    from attacks import collusion_indices
+
+    parts = (torch.arange(0, 10), torch.arange(10, 30), torch.arange(30, 36))
+    union = collusion_indices(parts, (1, 2), "union", torch.Generator())
+    assert union.tolist() == list(range(10, 36))
+    draws = [collusion_indices(parts, (1, 2), "one-client", torch.Generator().manual_seed(s))
+             for s in (0, 0, 1)]  # fmt: skip
+    assert len(draws[0]) == 13 and torch.equal(draws[0], draws[1])  # mean of 20 and 6
+    assert not torch.equal(draws[0], draws[2])
+    assert set(draws[0].tolist()) <= set(union.tolist()) and len(set(draws[0].tolist())) == 13

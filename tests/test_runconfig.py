@@ -124,3 +124,18 @@ def test_the_packaged_schema_is_pyprojects_table() -> None:
 
     assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m task.schema --write"
     assert load_schema() == pyproject_table()
+
+
+def test_collude_budget_and_pretrain_holdout_are_checked() -> None:
+    ok = {"attack": "backdoor", "num-malicious": 5, "adv-rounds": "2", "attack-collude": True,
+          "collude-budget": "one-client",
+          "attack-local-epochs": 1}  # fmt: skip
+    assert resolve_config(None, ok)["collude-budget"] == "one-client"
+    with pytest.raises(ConfigError, match="'collude-budget' is 'two'.*union, one-client"):
+        resolve_config(None, {**ok, "collude-budget": "two"})
+    with pytest.raises(ConfigError, match="needs 'attack-collude' true"):
+        resolve_config(None, {**ok, "attack-collude": False})
+    with pytest.raises(ConfigError, match=r"set 'attack-local-epochs' \(10\) to 'local-epochs'"):
+        resolve_config(None, {**ok, "attack-local-epochs": 10})
+    with pytest.raises(ConfigError, match="'pretrain-holdout' must be >= 0, got -1"):
+        resolve_config(None, {"pretrain-holdout": -1})

@@ -57,6 +57,43 @@ def test_official_rule_by_hand_weights_only_and_never_the_first_batch_of_an_epoc
     assert 0 < hook.perturbed_fraction <= 1
 
 
+def test_dense_variant_adds_the_same_noise_to_every_weight_entry() -> None:
+    """wbc-variant = dense: official's noise with the null-space test removed (issue 32)."""
+    torch.manual_seed(0)
+    model, lr, s = Tiny(), 0.1, 0.5
+    twin = Tiny()
+    twin.load_state_dict(model.state_dict())
+    dense = OfficialWBC(model.named_parameters(), lr, s, torch.Generator().manual_seed(3),
+                        dense=True)
+    official = OfficialWBC(twin.named_parameters(), lr, s, torch.Generator().manual_seed(3))
+    replay = torch.Generator().manual_seed(3)
+    # gradients that change by far more than any noise: official perturbs (almost) nothing
+    grads = [torch.full((2, 3), 100.0 * (-1) ** i) for i in range(4)]
+    dense.start_epoch()
+    official.start_epoch()
+    for i, g in enumerate(grads):
+        _step(model, g, torch.zeros(2), lr)
+        _step(twin, g, torch.zeros(2), lr)
+        stepped = model.fc.weight.detach().clone()
+        dense.after_step()
+        official.after_step()
+        if i == 0:
+            assert torch.equal(model.fc.weight, stepped)
+            continue
+        noise = laplace_like(stepped, math.sqrt(2) * s, replay)  # the same stream
+        torch.testing.assert_close(model.fc.weight.detach(), stepped + lr * noise)
+    assert dense.perturbed_fraction == 1.0
+    assert official.perturbed_fraction < 0.5
+    assert torch.equal(model.fc.bias, twin.fc.bias)  # biases untouched by both
+
+
+def test_dense_variant_is_a_config_choice_with_scale_noise() -> None:
+    base = {"client-defense": "wbc", "wbc-variant": "dense"}
+    assert resolve_config(None, {**base, "wbc-noise-param": "scale"})["wbc-variant"] == "dense"
+    with pytest.raises(ConfigError, match="'wbc-variant' dense draws Laplace noise of scale"):
+        resolve_config(None, base)
+
+
 def test_official_noise_has_scale_s() -> None:
     noise = torch.zeros(1_000_000)
     out = official_perturbation(
