@@ -230,7 +230,8 @@ def validate_config(
     if c.wbc_variant in ("official", "dense") and c.wbc_noise_param != "scale":
         problems.append(
             f"'wbc-variant' {c.wbc_variant} draws Laplace noise of scale s, as the authors' "
-            "code does: set 'wbc-noise-param' to scale (std is Algorithm 1's reading, wbc-variant paper)"
+            "code does: set 'wbc-noise-param' to scale (std is Algorithm 1's reading, "
+            "wbc-variant paper)"
         )
     if not (math.isfinite(c.ldp_clip) and c.ldp_clip > 0):
         problems.append(f"'ldp-clip' must be a finite number > 0, got {c.ldp_clip}")
