@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", type=Path, help="where figures + report.md go (default: first DIR)")
     rep.add_argument("--no-plots", action="store_true", help="report.md (tables) only")
+    rep.add_argument("--together", action="store_true", help="report every DIR as one "
+                     "experiment (e.g. a control run beside the runs it controls)")  # fmt: skip
     plug = sub.add_parser("plugins", help="every rule and attack with its hyper-parameters "
                           "(and those of plugin classes you name)")  # fmt: skip
     plug.add_argument("refs", nargs="*", metavar="package.module:Class",
@@ -348,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.out or args.dirs[0]
         try:
-            print(report(args.dirs, out, plots=not args.no_plots), end="")
-        except FileNotFoundError as exc:
+            print(report(args.dirs, out, plots=not args.no_plots, together=args.together),
+                  end="")  # fmt: skip
+        except (FileNotFoundError, ValueError) as exc:
             print(f"immunefl: {exc}", file=sys.stderr)
             return 2
         what = "report.md" if args.no_plots else "figures and report.md"

@@ -50,6 +50,9 @@ def defense_label(config: dict[str, Any]) -> str:
         label += f" m={config['multikrum-m']}"
     if config["client-defense"] == "wbc" and float(config["wbc-s"]) == 0.0:
         label += " (FL-WBC s=0: no noise)"  # the regime map's FedAvg: the same local SGD
+    elif config["client-defense"] == "wbc" and config.get("wbc-variant") == "dense":
+        noise = f"dense Laplace noise s={config['wbc-s']} (no null-space test)"
+        label = ("" if s == "fedavg" else label + " + ") + noise
     elif config["client-defense"] == "wbc":
         label = ("" if s == "fedavg" else label + " + ") + f"FL-WBC s={config['wbc-s']}"
     elif config["client-defense"] == "ldp":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,15 +212,18 @@ def _description(root: Path) -> str:
         return ""
 
 
-def experiment_report(root: Path, out_dir: Path | None) -> str:
-    """Markdown (and, with `out_dir`, figures) for the runs under `root`."""
-    runs = load_runs([root])
+def experiment_report(root: Path | Sequence[Path], out_dir: Path | None) -> str:
+    """Markdown (and, with `out_dir`, figures) for the runs under `root`; a sequence of roots
+    is reported as one experiment (a control beside the runs it controls), named after them."""
+    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    runs = load_runs(roots)
     if not runs:
-        raise FileNotFoundError(f"no runs (directories with summary.json) under {root}")
-    name = _experiment_name(root)
+        raise FileNotFoundError(
+            f"no runs (directories with summary.json) under {', '.join(map(str, roots))}"
+        )
+    name = "+".join(_experiment_name(r) for r in roots)
     parts = [f"## {name}", ""]
-    desc = _description(root)
-    if desc:
+    for desc in filter(None, (_description(r) for r in roots)):
         parts += [desc, ""]
     if out_dir is not None:
         for kind, png in write_figures(runs, name, Path(out_dir)):
@@ -262,15 +265,23 @@ def write_figures(runs: list[dict[str, Any]], name: str, out_dir: Path) -> list[
     return written
 
 
-def report(roots: Iterable[Path], out_dir: Path | None = None, plots: bool = True) -> str:
-    """The report of every experiment in `roots`; report.md (and, with `plots`, the figures)
-    go to `out_dir`."""
+def report(
+    roots: Iterable[Path], out_dir: Path | None = None, plots: bool = True, together: bool = False
+) -> str:
+    """The report of every experiment in `roots` (with `together`, of all of them as one);
+    report.md (and, with `plots`, the figures) go to `out_dir`."""
     roots = [Path(r) for r in roots]
     if any((r / "matrix.json").exists() for r in roots):  # an attack x defense matrix
+        if together:
+            raise ValueError("--together compares runs; a matrix directory has its own report")
         from immunefl.matrix_report import matrix_report
 
         return "\n".join(matrix_report(r, out_dir, plots) for r in roots)
-    text = "\n".join(experiment_report(Path(r), out_dir if plots else None) for r in roots)
+    figures = out_dir if plots else None
+    if together:
+        text = experiment_report(roots, figures)
+    else:
+        text = "\n".join(experiment_report(r, figures) for r in roots)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "report.md").write_text(text)

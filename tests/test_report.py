@@ -211,11 +211,12 @@ def _regime_run(
     seed: int,
     confs: list[float],
     aep: list[float] | None = None,
+    **extra: object,
 ) -> None:
     name = f"{defense}-{steps}-s{seed}"
     config = {**load_schema(), "run-name": name, "seed": seed, "attack": "targeted",
               "adv-rounds": "2", "client-defense": defense, "local-epochs": e,
-              "batch-size": b}  # fmt: skip
+              "batch-size": b, **extra}  # fmt: skip
     rec = RunRecorder(root / name)
     rec.write_config(config)
     for r, c in enumerate(confs, start=1):
@@ -324,3 +325,24 @@ def test_report_no_plots_with_out_writes_report_md_only(tmp_path: Path, capsys) 
     assert main(["report", str(runs), "--no-plots", "--out", str(out)]) == 0
     assert (out / "report.md").read_text() == capsys.readouterr().out
     assert not list(out.glob("*.png"))
+
+
+def test_together_reports_a_control_beside_the_runs_it_controls(tmp_path: Path) -> None:
+    """``immunefl report --together``: FL-WBC's runs and the dense-noise control (issue 32),
+    kept in two directories, in one regime table with a label each."""
+    official, dense = tmp_path / "map", tmp_path / "dense"
+    for seed in (0, 1):
+        _regime_run(official, "wbc", 10, 10, 600, seed, [0.1, 1.0, 0.3, 0.1, 0.1, 0.1])
+        _regime_run(dense, "wbc", 10, 10, 600, seed, [0.1, 1.0, 0.9, 0.2, 0.1, 0.1],
+                    **{"wbc-variant": "dense", "wbc-noise-param": "scale"})  # fmt: skip
+        _regime_run(official, "wbc", 1, 32, 19, seed, [0.1, 1.0, 0.9, 0.9, 0.8, 0.8])
+    apart = report([official, dense], plots=False)
+    assert apart.count("| local steps |") == 1  # the dense runs alone have one step count
+    text = report([official, dense], tmp_path / "out", plots=True, together=True)
+    assert text.startswith("## map+dense")
+    assert "| FL-WBC s=0.4 | 600 | 2 | 1.000 +- 0.000 (1, 1) |" in text
+    label = "dense Laplace noise s=0.4 (no null-space test)"
+    assert f"| {label} | 600 | 2 | 2.000 +- 0.000 (2, 2) |" in text
+    assert (tmp_path / "out" / "map+dense-regime.png").is_file()
+    with pytest.raises(FileNotFoundError, match="no runs"):
+        report([tmp_path / "empty"], together=True)
