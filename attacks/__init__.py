@@ -173,12 +173,14 @@ def collusion_indices(
     >>> len(collusion_indices(parts, (0, 1), "one-client", torch.Generator().manual_seed(0)))
     5
     """
+    if not malicious:
+        raise ValueError("collusion needs malicious partitions ('num-malicious' >= 1)")
     union = torch.cat([partitions[p] for p in malicious]).sort().values
     if budget == "union":
         return union
     if budget != "one-client":
         raise ValueError(f"collude-budget '{budget}'; valid: union, one-client")
-    size = max(1, round(len(union) / len(malicious)))
+    size = (2 * len(union) + len(malicious)) // (2 * len(malicious))  # the mean, halves up
     pick = torch.randperm(len(union), generator=generator, device=generator.device)[:size]
     return union[pick.cpu()].sort().values
 

@@ -142,8 +142,9 @@ class Attack(ABC):
       starts, so ``__init__`` may assume valid values;
     - ``__init__(config)``: read the keys it needs;
     - ``craft(ctx, indices, generator)``: train / compute on the examples ``indices`` (the
-      node's own partition, or the union of the malicious partitions under
-      ``attack-collude``) with ``generator`` (seeded per round and node, or shared under
+      node's own partition, or under ``attack-collude`` the union of the malicious partitions
+      or, with ``collude-budget = one-client``, a shared draw of one partition's size from it)
+      with ``generator`` (seeded per round and node, or shared under
       collusion) and return the full model state to send.
 
     >>> import torch

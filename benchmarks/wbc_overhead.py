@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--s", type=float, default=0.4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--momentum", type=float, default=0.0)
-    ap.add_argument("--variant", choices=("paper", "official"), default="paper")
+    ap.add_argument("--variant", choices=("paper", "official", "dense"), default="paper")
     args = ap.parse_args()
 
     import torch
@@ -48,8 +48,9 @@ def main() -> None:
     def once(wbc: bool) -> float:
         model = init_model("cnn-fmnist", "fmnist", 0).to(device)
         gen = torch_generator(0, "wbc", 1, 0, device=device.type)
-        if args.variant == "official":
-            hooks = [OfficialWBC(model.named_parameters(), 0.01, args.s, gen)]
+        if args.variant in ("official", "dense"):
+            dense = args.variant == "dense"
+            hooks = [OfficialWBC(model.named_parameters(), 0.01, args.s, gen, dense=dense)]
         else:
             hooks = [FLWBC(model.parameters(), 0.01, args.s, gen)]
         if device.type == "cuda":

@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(report(args.dirs, out, plots=not args.no_plots, together=args.together),
                   end="")  # fmt: skip
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             print(f"immunefl: {exc}", file=sys.stderr)
             return 2
         what = "report.md" if args.no_plots else "figures and report.md"

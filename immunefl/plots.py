@@ -28,7 +28,8 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 Run = dict[str, Any]
 # keys that identify a curve besides the defense; shown in labels only when they vary
 CONTEXT_KEYS = ("dataset", "partitioning", "malicious-per-round", "poison-samples", "attack",
-                "local-epochs", "batch-size")  # fmt: skip
+                "local-epochs", "batch-size", "attack-collude", "collude-budget",
+                "attack-adaptive", "wbc-variant")  # fmt: skip
 
 
 def defense_label(config: dict[str, Any]) -> str:

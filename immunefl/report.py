@@ -216,11 +216,15 @@ def experiment_report(root: Path | Sequence[Path], out_dir: Path | None) -> str:
     """Markdown (and, with `out_dir`, figures) for the runs under `root`; a sequence of roots
     is reported as one experiment (a control beside the runs it controls), named after them."""
     roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
-    runs = load_runs(roots)
-    if not runs:
-        raise FileNotFoundError(
-            f"no runs (directories with summary.json) under {', '.join(map(str, roots))}"
-        )
+    for r in roots:  # each root holds runs: a mistyped one is an error, never just left out
+        if not any(Path(r).rglob("summary.json")):
+            raise FileNotFoundError(f"no runs (directories with summary.json) under {r}")
+    runs, seen = [], set()
+    for run in load_runs(roots):  # a root given twice, or inside another, counts once
+        key = Path(run["dir"]).resolve()
+        if key not in seen:
+            seen.add(key)
+            runs.append(run)
     name = "+".join(_experiment_name(r) for r in roots)
     parts = [f"## {name}", ""]
     for desc in filter(None, (_description(r) for r in roots)):

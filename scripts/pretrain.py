@@ -20,7 +20,7 @@ differs from the one recorded there is refused (`task.models.initial_model_probl
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from attacks.backdoor import EDGE_CASE_SOURCES, edge_case_images, edge_case_spli
 from task.data import Dataset, load_dataset
 from task.models import init_model
 from task.partition import PRETRAIN_SLICE_SEED, pretrain_indices
+from task.resultsio import atomic_write_bytes, atomic_write_json
 from task.runconfig import RunConfig
 from task.seeding import torch_generator
 from task.training import evaluate, resolve_device, train_sgd
@@ -119,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pretrain: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out["state"], args.out)
     report = out["report"]
-    Path(f"{args.out}.json").write_text(json.dumps(report, indent=1) + "\n")
+    # the sidecar first: a model is never on disk without the slice it saw
+    atomic_write_json(Path(f"{args.out}.json"), report)
+    buffer = io.BytesIO()
+    torch.save(out["state"], buffer)
+    atomic_write_bytes(args.out, buffer.getvalue())
     print(f"clean model: {args.out} (test accuracy {report['test_acc']:.4f}, "
           f"{args.holdout} pretraining examples, {args.epochs} epochs)")  # fmt: skip
     print(f"\nshare of the {report['edge_case_test_images']} edge-case test images per class:")

@@ -192,7 +192,7 @@ def run_experiment(
     finally:
         exporter.close()
     if config.save_model:
-        recorder.save_model(arrays.to_torch_state_dict())
+        recorder.save_model(arrays.to_torch_state_dict(), config.pretrain_holdout)
     summary = finish({})
     for line in summary_warnings(summary):
         log(WARNING, "[immunefl] %s", line)

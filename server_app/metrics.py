@@ -68,7 +68,7 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
         "gauge", "Invariant aggregator: fraction of coordinates the AND-mask kept.",
         "mask_density"),
     "immunefl_wbc_perturbed_fraction": (
-        "gauge", "FL-WBC: mean share of parameters perturbed per step (Algorithm 1).",
+        "gauge", "FL-WBC: mean share of parameters perturbed per step.",
         "client.wbc_perturbed_fraction"),
     "immunefl_aep_norm": (
         "gauge", "||W_t(S) - W_t(S minus M)||: attack effect on parameters (FL-WBC Def. 1).",

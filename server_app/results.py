@@ -65,10 +65,17 @@ class RunRecorder:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.run_dir / "summary.json", summary)
 
-    def save_model(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def save_model(
+        self, state_dict: Mapping[str, torch.Tensor], pretrain_holdout: int = 0
+    ) -> None:
+        """``model.pt``; a model grown from a clean model's pretraining slice (``pretrain-holdout``
+        > 0) gets the sidecar that keeps a run from it from handing clients that slice."""
         import torch  # here, not at the top: the launcher imports this module and not torch
 
         path = self.run_dir / "model.pt"
+        if pretrain_holdout > 0:
+            sidecar = {"pretrain-holdout": pretrain_holdout}
+            atomic_write_json(self.run_dir / "model.pt.json", sidecar)
         tmp = path.with_name(".model.pt.tmp")
         torch.save(dict(state_dict), tmp)
         with open(tmp, "rb") as fh:

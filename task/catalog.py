@@ -13,11 +13,14 @@ PARTITIONINGS = ("iid", "shard", "dirichlet")
 CLIENT_DEFENSES = ("none", "wbc", "ldp")
 #: FL-WBC's Laplace parameter: s is the std (Algorithm 1's text) or the scale (the authors' code)
 WBC_NOISE_PARAMS = ("std", "scale")
-#: FL-WBC as Algorithm 1 (``paper``) or as the authors' code (``official``)
+#: FL-WBC as Algorithm 1 (``paper``), as the authors' code (``official``), or the latter's noise
+#: on every weight entry without its null-space test (``dense``: the control)
 WBC_VARIANTS = ("paper", "official", "dense")
 #: what the colluders' one shared update trains on: the union of their partitions, or a draw
 #: from it of one partition's size (one benign client's SGD steps)
 COLLUDE_BUDGETS = ("union", "one-client")
+#: training examples of each dataset as published (the bound of ``pretrain-holdout``)
+TRAIN_SIZES = {"fmnist": 60_000, "cifar10": 50_000}
 #: which dataset each model accepts (resnet18 accepts both)
 MODEL_DATASETS = {
     "cnn-fmnist": ("fmnist",),

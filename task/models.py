@@ -151,9 +151,20 @@ def pretrain_sidecar_problems(config) -> list[str]:  # noqa: ANN001 - a RunConfi
     if not sidecar.is_file():
         return []
     try:
-        recorded = json.loads(sidecar.read_text())["pretrain-holdout"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
         return [f"'initial-model' sidecar {sidecar} is unreadable: {type(exc).__name__}: {exc}"]
+    if not isinstance(meta, dict) or "pretrain-holdout" not in meta:
+        return [
+            f"'initial-model' sidecar {sidecar} has no 'pretrain-holdout' (it is what "
+            "scripts/pretrain.py and runs with pretrain-holdout write beside a model)"
+        ]
+    recorded = meta["pretrain-holdout"]
+    if type(recorded) is not int or recorded < 0:
+        return [
+            f"'initial-model' sidecar {sidecar}: 'pretrain-holdout' must be an int >= 0, "
+            f"got {recorded!r}"
+        ]
     if recorded != config.pretrain_holdout:
         return [
             f"'initial-model' {config.initial_model} was trained on a slice of "

@@ -201,6 +201,7 @@ def config_partitions(config, num_partitions: int | None = None) -> tuple[torch.
     pretraining slice in none of them."""
     c = config
     return cached_partitions(
-        c.dataset, c.data_dir, c.partitioning, num_partitions or c.num_partitions, c.seed,
+        c.dataset, c.data_dir, c.partitioning,
+        c.num_partitions if num_partitions is None else num_partitions, c.seed,
         c.dirichlet_alpha, server_holdout(c), c.pretrain_holdout,
     )  # fmt: skip

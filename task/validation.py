@@ -24,6 +24,7 @@ from task.catalog import (
     MODEL_DATASETS,
     MODELS,
     PARTITIONINGS,
+    TRAIN_SIZES,
     WBC_NOISE_PARAMS,
     WBC_VARIANTS,
 )
@@ -223,8 +224,12 @@ def validate_config(
                 f"'attack-local-epochs' ({c.attack_local_epochs}) to 'local-epochs' "
                 f"({c.local_epochs})"
             )
-    if c.pretrain_holdout < 0:
-        problems.append(f"'pretrain-holdout' must be >= 0, got {c.pretrain_holdout}")
+    limit = TRAIN_SIZES.get(c.dataset, 0) - c.num_partitions
+    if not 0 <= c.pretrain_holdout < max(limit, 1):
+        problems.append(
+            f"'pretrain-holdout' must be in [0, {limit}) (the {c.dataset} training set less one "
+            f"example per partition), got {c.pretrain_holdout}"
+        )
     if not (math.isfinite(c.wbc_s) and c.wbc_s >= 0):
         problems.append(f"'wbc-s' must be a finite number >= 0, got {c.wbc_s}")
     if c.wbc_variant in ("official", "dense") and c.wbc_noise_param != "scale":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,45 @@ def test_the_script_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
     assert "--out must name a .pt file" in capsys.readouterr().err
     assert script.main(["--out", str(tmp_path / "m.pt"), "--holdout", "0"]) == 2
     assert "'pretrain-holdout' 0 needs 0 < size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "needle"),
+    [
+        ('{"pretrain-holdout": "600"}', "'pretrain-holdout' must be an int >= 0, got '600'"),
+        ('{"pretrain-holdout": true}', "must be an int >= 0, got True"),
+        ('{"pretrain-holdout": null}', "must be an int >= 0, got None"),
+        ('{"other": 1}', "has no 'pretrain-holdout'"),
+        ("not json", "is unreadable: JSONDecodeError"),
+    ],
+)
+def test_a_bad_sidecar_is_refused_naming_what_is_wrong(tmp_path: Path, sidecar, needle) -> None:
+    model = tmp_path / "m.pt"
+    torch.save(build_model("cnn-fmnist", "fmnist").state_dict(), model)
+    Path(f"{model}.json").write_text(sidecar)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        resolve_config(None, {"initial-model": str(model), "pretrain-holdout": 600})
+
+
+def test_pretrain_holdout_must_leave_the_clients_data() -> None:
+    assert resolve_config(None, {"pretrain-holdout": 59_899})["pretrain-holdout"] == 59_899
+    for bad in (59_900, 10**9, -1):
+        with pytest.raises(ConfigError, match=r"'pretrain-holdout' must be in \[0, 59900\)"):
+            resolve_config(None, {"pretrain-holdout": bad})
+
+
+def test_a_run_from_the_clean_model_passes_the_slice_on(tmp_path: Path) -> None:
+    """A model a run grows from the clean one carries the sidecar too (else a run from it
+    could hand its clients the slice)."""
+    from server_app.results import RunRecorder
+
+    state = build_model("cnn-fmnist", "fmnist").state_dict()
+    rec = RunRecorder(tmp_path / "run")
+    rec.save_model(state, pretrain_holdout=600)
+    assert json.loads((tmp_path / "run" / "model.pt.json").read_text()) == {
+        "pretrain-holdout": 600}  # fmt: skip
+    with pytest.raises(ConfigError, match="set 'pretrain-holdout' to 600"):
+        resolve_config(None, {"initial-model": str(tmp_path / "run" / "model.pt")})
+    plain = RunRecorder(tmp_path / "plain")
+    plain.save_model(state)
+    assert not (tmp_path / "plain" / "model.pt.json").exists()

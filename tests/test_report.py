@@ -344,5 +344,20 @@ def test_together_reports_a_control_beside_the_runs_it_controls(tmp_path: Path) 
     label = "dense Laplace noise s=0.4 (no null-space test)"
     assert f"| {label} | 600 | 2 | 2.000 +- 0.000 (2, 2) |" in text
     assert (tmp_path / "out" / "map+dense-regime.png").is_file()
-    with pytest.raises(FileNotFoundError, match="no runs"):
-        report([tmp_path / "empty"], together=True)
+    with pytest.raises(FileNotFoundError, match="no runs .* under .*typo"):
+        report([official, tmp_path / "typo"], together=True)  # never just left out
+    twice = report([official, official / "..", official], plots=False, together=True)
+    assert "| FL-WBC s=0.4 | 600 | 2 |" in twice  # a root given twice counts once
+
+
+def test_runs_that_differ_in_the_attacks_modifiers_are_not_merged_as_seeds(tmp_path: Path) -> None:
+    from immunefl.plots import group_runs
+    from immunefl.report import load_runs
+
+    for budget in ("union", "one-client"):
+        for seed in (0, 1):
+            _regime_run(tmp_path / budget, "none", 1, 32, 19, seed, [0.1, 1.0, 0.5],
+                        **{"attack-collude": True, "collude-budget": budget})  # fmt: skip
+    groups = group_runs(load_runs([tmp_path]))
+    assert sorted(len(m) for m in groups.values()) == [2, 2]
+    assert any("collude-budget=one-client" in label for label in groups)

@@ -137,5 +137,5 @@ def test_collude_budget_and_pretrain_holdout_are_checked() -> None:
         resolve_config(None, {**ok, "attack-collude": False})
     with pytest.raises(ConfigError, match=r"set 'attack-local-epochs' \(10\) to 'local-epochs'"):
         resolve_config(None, {**ok, "attack-local-epochs": 10})
-    with pytest.raises(ConfigError, match="'pretrain-holdout' must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"'pretrain-holdout' must be in \[0, 59900\).*got -1"):
         resolve_config(None, {"pretrain-holdout": -1})
