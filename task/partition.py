@@ -140,6 +140,12 @@ def server_holdout(config) -> int:
     return int(config.fltrust_root_size) if config.strategy == "fltrust" else 0
 
 
+def _seeded_draw(num_examples: int, size: int, seed: int, stream: str) -> np.ndarray:
+    """`size` distinct indices of `num_examples` (sorted), drawn on `stream` of `seed`."""
+    rng = np.random.default_rng(derive_seed(seed, stream) % (2**32))
+    return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
+
+
 def root_indices(num_examples: int, size: int, seed: int) -> np.ndarray:
     """The server's ``size`` root examples: a seeded uniform draw (stream ``root-set``) of
     indices into the training split, sorted.
@@ -149,8 +155,7 @@ def root_indices(num_examples: int, size: int, seed: int) -> np.ndarray:
     """
     if not 0 < size < num_examples:
         raise ValueError(f"a root set of {size} examples needs 0 < size < {num_examples}")
-    rng = np.random.default_rng(derive_seed(seed, "root-set") % (2**32))
-    return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
+    return _seeded_draw(num_examples, size, seed, "root-set")
 
 
 #: the pretraining slice is one draw for every run seed, so one clean model serves all seeds
@@ -167,8 +172,7 @@ def pretrain_indices(num_examples: int, size: int) -> np.ndarray:
     """
     if not 0 < size < num_examples:
         raise ValueError(f"'pretrain-holdout' {size} needs 0 < size < {num_examples} examples")
-    rng = np.random.default_rng(derive_seed(PRETRAIN_SLICE_SEED, "pretrain-set") % (2**32))
-    return np.sort(rng.choice(num_examples, size=size, replace=False)).astype(np.int64)
+    return _seeded_draw(num_examples, size, PRETRAIN_SLICE_SEED, "pretrain-set")
 
 
 @functools.lru_cache(maxsize=8)
