@@ -188,10 +188,14 @@ class Deployment:
         records.append({"role": role, "name": name, "pid": pid, "tag": tag, "log": str(log_path)})
         path.write_text(json.dumps(records, indent=2) + "\n")
 
-    def _spawn(self, role: str, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, role: str, name: str, command: list[str], flwr_home: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex
         env = dict(self.env, **{TAG_VAR: tag})
+        if flwr_home is not None:
+            env["FLWR_HOME"] = str(flwr_home)
         log_path = self.state_dir / f"{name}.log"
         proc = spawn_logged(command, env, log_path, cwd=self.state_dir)
         self._record(role, name, proc.pid, tag, log_path)
@@ -249,7 +253,18 @@ class Deployment:
     ) -> subprocess.Popen[bytes]:  # fmt: skip
         config = {"partition-id": partition_id, "num-partitions": num_partitions, "role": role}
         command = supernode_command(self.superlink, port, config, self.security, key)
-        return self._spawn("supernode", f"supernode-{partition_id}", command)
+        name = f"supernode-{partition_id}"
+        return self._spawn("supernode", name, command, self.supernode_home(name))
+
+    def supernode_home(self, name: str) -> Path:
+        """A SuperNode's own FLWR_HOME, where Flower installs the app it is sent.
+
+        SuperNodes must not share one: Flower 1.42's ``install_from_fab`` creates the app
+        directory and then copies into it, and a second SuperNode that finds the directory
+        already there imports from it at once, half-copied (our ``task`` without its
+        ``client_app``, say, seen as a shadowed package on a slow machine).
+        """
+        return self.flwr_home / "supernodes" / name
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every process recorded in this deployment's state directory."""

@@ -1,20 +1,21 @@
 """End-to-end: every attack of issue 30 through a real `flwr run` sweep, against one no-attack
-baseline of the same seed (one `immunefl sweep`, one SuperLink, 10 clients, 2 rounds).
+baseline of the same seed (one `immunefl sweep`, one SuperLink, 10 clients, 2 rounds), on the
+first 6000 training and 2000 test images of the real Fashion-MNIST (600 per client).
 
 Round 1 is benign in every point (so all points share the model after it), round 2 is
 adversarial with 2 attackers among 6 clients (Fang-Krum's bound: 6 >= 2c + 2). Every attack
 must be delivered (both malicious updates reach the rule). What one attacked round can show:
 
-- label flipping: benign accuracy below the baseline's (measured 0.687 vs 0.762);
-- the backdoors: ASR up from round 1;
+- label flipping: benign accuracy below the baseline's (measured 0.541 vs 0.591);
+- the backdoors: ASR up from round 1 (measured 0.026 -> 1.0 for both);
 - Mimic: both attackers send one benign node's exact update (the replay of
   `attacks.knowledge` is bit-exact);
 - Min-Max, Min-Sum, Fang (both): every attacker sends the update the attack computes (identical
-  for Min-Max/Min-Sum/Fang-Krum). NOT an accuracy drop: measured after one round at this size,
-  they leave accuracy above the baseline's (min-max/std 0.771, min-sum/sign 0.769,
-  fang-trmean/partial 0.770, fang-krum 0.768 vs 0.762): a shorter or partly reversed step of 2 of
-  6 clients in one early round does not hurt, and Fang-Krum's lambda search gives up (sends 0)
-  on IID updates this concentrated. Their effect over many rounds is in docs/results.md.
+  for Min-Max/Min-Sum/Fang-Krum). Not an accuracy threshold: one early round of 2 of 6 clients
+  moves accuracy little and not always down (measured on this subset: min-max/std 0.561,
+  min-sum/sign 0.574, fang-trmean/partial 0.586, fang-krum 0.573 vs 0.591; on the whole set
+  all four ended above the baseline's, 0.768-0.771 vs 0.762). Their effect over many rounds is
+  in docs/results.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 UNTARGETED = ("min-max", "min-sum", "fang-trmean", "fang-krum", "label-flip")
 # one round cannot show a pure slow-down: with p = -mu/|mu| (the default) Min-Max/Min-Sum send a
-# shorter benign step, and at this size a shorter step helps (measured: 0.7685 vs 0.7622); the
+# shorter benign step, which can help early (measured on the whole set: 0.7685 vs 0.7622); the
 # std and sign perturbations and Fang's partial-knowledge values reverse small coordinates
 VARIANT = {
     "min-max": ", minmax-perturbation: std",
@@ -60,13 +61,13 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, fmnist_dir: Path) -> Path:
+def sweep(tmp_path_factory: pytest.TempPathFactory, fmnist_subset_dir: Path) -> Path:
     tmp = tmp_path_factory.mktemp("attacks")
     (tmp / "attacks.yaml").write_text(SWEEP)
     out = subprocess.run(
         [sys.executable, "-m", "immunefl.cli", "sweep", str(tmp / "attacks.yaml"),
          "--flwr-home", str(tmp / "flwr-home"), "--set", f"results-dir={tmp / 'res'}",
-         "--set", "run-name=atk", "--set", f"data-dir={fmnist_dir}", "--quiet"],
+         "--set", "run-name=atk", "--set", f"data-dir={fmnist_subset_dir}", "--quiet"],
         capture_output=True, text=True, timeout=1500, cwd=PROJECT_ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

@@ -21,7 +21,6 @@ process 30 s to claim its task, so a heavily overloaded host can fail the run's 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -42,8 +41,8 @@ import pytest
 
 from immunefl.deploy import Deployment, Security, generate_certs, generate_node_key
 from immunefl.processes import free_port
-from task.datafiles import FMNIST_FILES, find_idx
 from task.schema import PROJECT_ROOT
+from tests.conftest import slice_fmnist
 
 pytestmark = pytest.mark.slow
 
@@ -167,27 +166,6 @@ class PrivateDockerd:
         return problems
 
 
-def _slice_fmnist(src: Path, dst: Path) -> Path:
-    """The first TRAIN_SLICE / TEST_SLICE images and labels of the real IDX files."""
-    dst.mkdir(parents=True)
-    for key, stem in FMNIST_FILES.items():
-        path = find_idx(src, stem)
-        assert path is not None, f"{stem} missing in {src}"
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        ndim = data[3]
-        dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-        n = TRAIN_SLICE if key.startswith("train") else TEST_SLICE
-        item = 1
-        for d in dims[1:]:
-            item *= d
-        header = data[:4] + n.to_bytes(4, "big") + data[8 : 4 + 4 * ndim]
-        body = data[4 + 4 * ndim : 4 + 4 * ndim + n * item]
-        (dst / (stem + ".gz")).write_bytes(gzip.compress(header + body, compresslevel=1))
-        os.chmod(dst / (stem + ".gz"), 0o644)
-    os.chmod(dst, 0o755)  # read by the containers' user
-    return dst
-
-
 class Stack:
     """The compose federation in a private daemon; `close` tears it all down and reports."""
 
@@ -208,7 +186,7 @@ class Stack:
         self.stranger = generate_node_key(tmp / "stranger", "node-9")  # never registered
         for key in [*(self.keys / f"node-{i}" for i in range(NODES)), self.stranger]:
             os.chown(key, APP_UID, -1)  # each SuperNode container reads its own key
-        data = _slice_fmnist(fmnist, tmp / "fmnist")
+        data = slice_fmnist(fmnist, tmp / "fmnist", TRAIN_SLICE, TEST_SLICE)
         self.env = dict(self.daemon.env, COMPOSE_PROJECT_NAME=self.project,
                         IMMUNEFL_CERTS=str(self.certs), IMMUNEFL_KEYS=str(self.keys),
                         FMNIST_DIR=str(data), SUPERLINK_PORT=str(self.port),

@@ -196,3 +196,26 @@ def test_a_superexec_without_the_secret_is_refused(tmp_path: Path) -> None:
             if s.poll() is None:
                 s.kill()
         dep.stop()
+
+
+def test_every_supernode_gets_its_own_flwr_home(tmp_path: Path, monkeypatch) -> None:
+    """Flower installs the app a SuperNode is sent into FLWR_HOME/apps, creating the directory
+    before copying into it: SuperNodes sharing one import each other's half-copied app."""
+    seen: dict[str, str] = {}
+
+    class Proc:
+        pid = 1
+
+    def fake_spawn(command, env, log_path, cwd=None):  # noqa: ANN001, ANN202
+        seen[log_path.stem] = env["FLWR_HOME"]
+        return Proc()
+
+    monkeypatch.setattr("immunefl.deploy.spawn_logged", fake_spawn)
+    dep = Deployment(PROJECT_ROOT, tmp_path / "flwr", tmp_path / "state", "127.0.0.1:9092",
+                     Security(None, auth=False))  # fmt: skip
+    for pid in (0, 1, 2):
+        dep.start_supernode(pid, 3, "benign", 9100 + pid)
+    homes = [Path(seen[f"supernode-{pid}"]) for pid in (0, 1, 2)]
+    assert len(set(homes)) == 3
+    assert all(h.parent.parent == (tmp_path / "flwr").resolve() for h in homes)
+    assert dep.env["FLWR_HOME"] == str((tmp_path / "flwr").resolve())  # the CLI's stays shared

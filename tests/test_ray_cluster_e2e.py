@@ -78,7 +78,7 @@ def two_node_cluster(tmp_path: Path):
 
 
 def test_a_matrix_on_a_two_node_cluster_uses_both_nodes_and_equals_one_node(
-    tmp_path: Path, fmnist_dir: Path, two_node_cluster, matrix_one_node: Path
+    tmp_path: Path, fmnist_subset_dir: Path, two_node_cluster, matrix_one_node: Path
 ) -> None:
     address, temps = two_node_cluster
     f = tmp_path / "m.yaml"
@@ -86,7 +86,7 @@ def test_a_matrix_on_a_two_node_cluster_uses_both_nodes_and_equals_one_node(
     env = {**_ray_env(Path(tempfile.gettempdir())), "RAY_ADDRESS": address}
     out = subprocess.run(
         [sys.executable, "-m", "immunefl.cli", "matrix", str(f), "--quiet",
-         "--set", f"data-dir={fmnist_dir}", "--set", f"results-dir={tmp_path / 'r'}",
+         "--set", f"data-dir={fmnist_subset_dir}", "--set", f"results-dir={tmp_path / 'r'}",
          "--set", "run-name=mx", "--flwr-home", str(tmp_path / "h")],
         capture_output=True, text=True, timeout=1200, cwd=PROJECT_ROOT, env=env,
     )  # fmt: skip

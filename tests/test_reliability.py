@@ -22,11 +22,13 @@ TIMING = TIMING_KEYS
 SMALL = ["--set", "num-partitions=50", "--set", "clients-per-round=4"]
 
 
-def test_thirty_percent_of_nodes_failing_every_round(tmp_path: Path, fmnist_dir: Path) -> None:
+def test_thirty_percent_of_nodes_failing_every_round(
+    tmp_path: Path, fmnist_subset_dir: Path
+) -> None:
     out = _launch(
         tmp_path, *SMALL, "--set", "num-server-rounds=4", "--set", "fail-prob=0.3",
         "--set", f"results-dir={tmp_path / 'r'}", "--set", "run-name=flaky",
-        "--set", f"data-dir={fmnist_dir}", "--quiet",
+        "--set", f"data-dir={fmnist_subset_dir}", "--quiet",
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = _rows(tmp_path / "r" / "flaky")

@@ -63,8 +63,9 @@ def test_dense_variant_adds_the_same_noise_to_every_weight_entry() -> None:
     model, lr, s = Tiny(), 0.1, 0.5
     twin = Tiny()
     twin.load_state_dict(model.state_dict())
-    dense = OfficialWBC(model.named_parameters(), lr, s, torch.Generator().manual_seed(3),
-                        dense=True)
+    dense = OfficialWBC(
+        model.named_parameters(), lr, s, torch.Generator().manual_seed(3), dense=True
+    )
     official = OfficialWBC(twin.named_parameters(), lr, s, torch.Generator().manual_seed(3))
     replay = torch.Generator().manual_seed(3)
     # gradients that change by far more than any noise: official perturbs (almost) nothing
