@@ -61,13 +61,24 @@ def defense_label(config: dict[str, Any]) -> str:
     return label
 
 
+def applies(key: str, config: dict[str, Any]) -> bool:
+    """Whether a context key means anything for this run (a collusion budget without
+    collusion does not; a label would otherwise name a setting the run never used)."""
+    if key == "collude-budget":
+        return bool(config.get("attack-collude"))
+    if key == "wbc-variant":
+        return config.get("client-defense") == "wbc"
+    return True
+
+
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     """Runs that differ only in ``seed``, keyed by a label (defense + varying context)."""
     varying = [k for k in CONTEXT_KEYS if len({str(r["config"].get(k)) for r in runs}) > 1]
     groups: dict[str, list[Run]] = {}
     for run in runs:
         c = run["config"]
-        extra = ", ".join(f"{k}={c.get(k)}" for k in varying)
+        shown = [k for k in varying if applies(k, c)]
+        extra = ", ".join(f"{k}={c.get(k)}" for k in shown)
         groups.setdefault(defense_label(c) + (f" [{extra}]" if extra else ""), []).append(run)
     return {label + delivery_note(members): members for label, members in groups.items()}
 

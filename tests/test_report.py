@@ -361,3 +361,19 @@ def test_runs_that_differ_in_the_attacks_modifiers_are_not_merged_as_seeds(tmp_p
     groups = group_runs(load_runs([tmp_path]))
     assert sorted(len(m) for m in groups.values()) == [2, 2]
     assert any("collude-budget=one-client" in label for label in groups)
+
+
+def test_a_collusion_budget_is_named_only_where_attackers_collude(tmp_path: Path) -> None:
+    from immunefl.plots import group_runs
+    from immunefl.report import load_runs
+
+    for seed in (0, 1):
+        _regime_run(tmp_path / "plain", "none", 1, 32, 19, seed, [0.1, 1.0, 0.5],
+                    **{"attack-collude": False, "collude-budget": "union"})  # fmt: skip
+        _regime_run(tmp_path / "collude", "none", 1, 32, 19, seed, [0.1, 1.0, 0.5],
+                    **{"attack-collude": True, "collude-budget": "one-client"})  # fmt: skip
+    groups = group_runs(load_runs([tmp_path]))
+    assert sorted(len(m) for m in groups.values()) == [2, 2]
+    plain = [label for label in groups if "attack-collude=False" in label]
+    assert len(plain) == 1 and "collude-budget" not in plain[0]
+    assert any("attack-collude=True, collude-budget=one-client" in label for label in groups)
