@@ -262,9 +262,11 @@ class Deployment:
         SuperNodes must not share one: Flower 1.42's ``install_from_fab`` creates the app
         directory and then copies into it, and a second SuperNode that finds the directory
         already there imports from it at once, half-copied (our ``task`` without its
-        ``client_app``, say, seen as a shadowed package on a slow machine).
+        ``client_app``, say, seen as a shadowed package on a slow machine). It lives in this
+        deployment's state directory, so two deployments of one host (each has its own) never
+        share one either, even for the same partition.
         """
-        return self.flwr_home / "supernodes" / name
+        return self.state_dir / "flwr-home" / name
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every process recorded in this deployment's state directory."""

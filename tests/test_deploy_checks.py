@@ -207,15 +207,18 @@ def test_every_supernode_gets_its_own_flwr_home(tmp_path: Path, monkeypatch) -> 
         pid = 1
 
     def fake_spawn(command, env, log_path, cwd=None):  # noqa: ANN001, ANN202
-        seen[log_path.stem] = env["FLWR_HOME"]
+        seen[f"{log_path.parent.name}/{log_path.stem}"] = env["FLWR_HOME"]
         return Proc()
 
     monkeypatch.setattr("immunefl.deploy.spawn_logged", fake_spawn)
-    dep = Deployment(PROJECT_ROOT, tmp_path / "flwr", tmp_path / "state", "127.0.0.1:9092",
-                     Security(None, auth=False))  # fmt: skip
-    for pid in (0, 1, 2):
-        dep.start_supernode(pid, 3, "benign", 9100 + pid)
-    homes = [Path(seen[f"supernode-{pid}"]) for pid in (0, 1, 2)]
-    assert len(set(homes)) == 3
-    assert all(h.parent.parent == (tmp_path / "flwr").resolve() for h in homes)
+    homes = []
+    for state in ("state", "other"):  # two deployments of one host, the same partitions
+        dep = Deployment(PROJECT_ROOT, tmp_path / "flwr", tmp_path / state, "127.0.0.1:9092",
+                         Security(None, auth=False))  # fmt: skip
+        for pid in (0, 1, 2):
+            dep.start_supernode(pid, 3, "benign", 9100 + pid)
+            homes.append(Path(seen[f"{state}/supernode-{pid}"]))
+    assert len(set(homes)) == 6
+    assert all(h.parent.parent in {(tmp_path / s).resolve() for s in ("state", "other")}
+               for h in homes)  # fmt: skip
     assert dep.env["FLWR_HOME"] == str((tmp_path / "flwr").resolve())  # the CLI's stays shared
