@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from attacks import shared_estimates
 from task.data import Dataset
 from task.params import Param, config_params
 from task.runconfig import RunConfig
@@ -95,14 +96,7 @@ class AttackContext:
         Every attacker computes the same value (the seed is keyed by round and partition), so
         colluding attackers share these estimates without communicating.
         """
-        key = f"benign-{partition}"
-        if key not in self.cache:
-            state, _ = self.train(
-                self.partitions[partition], self.config.local_epochs,
-                self.generator("attack-benign-estimate", partition),
-            )  # fmt: skip
-            self.cache[key] = flatten_update(state, self.global_state)
-        return self.cache[key]
+        return self._shared(partition, "attack-benign-estimate")
 
     def attackers(self) -> tuple[int, ...]:
         """The malicious partitions training this round (all of them if the server did not say)."""
@@ -115,14 +109,26 @@ class AttackContext:
         client defense (FL-WBC or local DP noise, which the replay does not add). A simulation
         device for the full-knowledge threat model: the updates never leave the server.
         """
-        key = f"observed-{partition}"
-        if key not in self.cache:
+        return self._shared(partition, "client-data")
+
+    def _shared(self, partition: int, stream: str) -> torch.Tensor:
+        """Partition ``partition``'s update from the global model, trained with seed stream
+        ``stream``: computed once per round and process, shared by every attacker there
+        (`attacks.shared_estimates`; read-only)."""
+        if "round-key" not in self.cache:
+            self.cache["round-key"] = shared_estimates.round_key(
+                self.config, self.server_round, self.device, self.global_state
+            )
+        indices = self.partitions[partition]
+        name = f"{stream}/{partition}/{shared_estimates.indices_digest(indices)}"
+
+        def compute() -> torch.Tensor:
             state, _ = self.train(
-                self.partitions[partition], self.config.local_epochs,
-                self.generator("client-data", partition),
-            )  # fmt: skip
-            self.cache[key] = flatten_update(state, self.global_state)
-        return self.cache[key]
+                indices, self.config.local_epochs, self.generator(stream, partition)
+            )
+            return flatten_update(state, self.global_state)
+
+        return shared_estimates.shared(self.cache["round-key"], self.dataset, name, compute)
 
 
 def boost(state: State, global_state: Mapping[str, torch.Tensor], factor: float) -> State:
