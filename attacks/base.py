@@ -114,7 +114,7 @@ class AttackContext:
     def _shared(self, partition: int, stream: str) -> torch.Tensor:
         """Partition ``partition``'s update from the global model, trained with seed stream
         ``stream``: computed once per round and process, shared by every attacker there
-        (`attacks.shared_estimates`; read-only)."""
+        (`attacks.shared_estimates`); every call returns a fresh copy on ``self.device``."""
         if "round-key" not in self.cache:
             self.cache["round-key"] = shared_estimates.round_key(
                 self.config, self.server_round, self.device, self.global_state
@@ -128,7 +128,8 @@ class AttackContext:
             )
             return flatten_update(state, self.global_state)
 
-        return shared_estimates.shared(self.cache["round-key"], self.dataset, name, compute)
+        value = shared_estimates.shared(self.cache["round-key"], self.dataset, name, compute)
+        return value.to(self.device, copy=True)  # the caller's own copy
 
 
 def boost(state: State, global_state: Mapping[str, torch.Tensor], factor: float) -> State:

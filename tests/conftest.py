@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,16 @@ def task_identity() -> Iterator[None]:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     yield
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_attack_estimates() -> Iterator[None]:
+    """Each test starts with no reference trainings shared by an earlier test's attackers
+    (`attacks.shared_estimates`, process-wide), so counts of trainings do not depend on order."""
+    yield
+    module = sys.modules.get("attacks.shared_estimates")
+    if module is not None:
+        module.clear()
 
 
 @pytest.fixture(scope="session")

@@ -84,29 +84,48 @@ def test_second_attacker_trains_no_reference_again_and_sends_the_same(
     assert torch.equal(with_sharing, alone)
 
 
-def test_a_changed_config_global_model_dataset_or_partition_is_trained_again(
-    data, tmp_path
-) -> None:
+def _other_dataset(tmp_path) -> Dataset:
+    root = make_fake_fmnist(tmp_path / "other", n_train=48, n_test=20, seed=1)
+    return Dataset("fmnist", *read_splits("fmnist", root), root)
+
+
+@pytest.mark.parametrize("change", ["config", "global model", "round", "dataset", "partition"])
+def test_each_thing_the_training_depends_on_is_part_of_the_key(data, tmp_path, change) -> None:
     base = attacker(data, 5)
-    reference = base.benign_update(3)
-    other_lr = attacker(data, 5, lr=0.05)
-    assert not torch.equal(other_lr.benign_update(3), reference)
-    assert other_lr.cache["trained"] == 1
-    other_model = attacker(data, 5, seed=1)  # the next round's global model, say
-    other_model.benign_update(3)
-    assert other_model.cache["trained"] == 1
-    root = make_fake_fmnist(tmp_path / "other", n_train=48, n_test=20)
-    other_data = attacker(Dataset("fmnist", *read_splits("fmnist", root), root), 5)
-    other_data.benign_update(3)
-    assert other_data.cache["trained"] == 1
-    moved = attacker(data, 5)
-    moved.partitions = (*PARTS[:3], PARTS[3][:4], *PARTS[4:])  # same id, other indices
-    moved.benign_update(3)
-    assert moved.cache["trained"] == 1
-    again = attacker(data, 5)
-    assert torch.equal(again.benign_update(3), reference)
-    assert again.cache["trained"] == 1  # the moved partition's value was not this one
-    assert shared_estimates.stats["hits"] == 0  # every key above differed from the one before
+    reference = base.benign_update(3)  # now cached: everything below differs in `change` only
+    if change == "config":
+        other = attacker(data, 5, lr=0.05)
+    elif change == "global model":
+        other = attacker(data, 5, seed=1)  # same config, round and data; another global model
+    elif change == "round":
+        other = attacker(data, 5)
+        other.server_round = 3
+    elif change == "dataset":
+        other = attacker(_other_dataset(tmp_path), 5)
+    else:
+        other = attacker(data, 5)
+        other.partitions = (*PARTS[:3], PARTS[3][:4], *PARTS[4:])  # same id, other indices
+    value = other.benign_update(3)
+    assert other.cache["trained"] == 1
+    assert shared_estimates.stats["hits"] == 0
+    assert not torch.equal(value, reference)
+
+
+def test_a_caller_modifying_its_value_changes_nobody_elses(data) -> None:
+    first = attacker(data, 4)
+    mine = first.benign_update(3)
+    reference = mine.clone()
+    mine.mul_(0)
+    second = attacker(data, 5)
+    assert torch.equal(second.benign_update(3), reference)
+    assert second.cache["trained"] == 0
+
+
+def test_a_mask_and_an_index_tensor_are_different_partitions() -> None:
+    mask = torch.tensor([0, 1, 1], dtype=torch.bool)
+    assert shared_estimates.indices_digest(mask) != shared_estimates.indices_digest(
+        mask.to(torch.int64)
+    )
 
 
 def test_the_cache_holds_one_round_only(data) -> None:
