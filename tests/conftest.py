@@ -92,6 +92,14 @@ def make_fake_fmnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int 
     return root
 
 
+def fake_fmnist_dataset(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0):
+    """`make_fake_fmnist` loaded as a `task.data.Dataset`."""
+    from task.data import Dataset, read_splits
+
+    make_fake_fmnist(root, n_train, n_test, seed)
+    return Dataset("fmnist", *read_splits("fmnist", root), root)
+
+
 def make_fake_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     """CIFAR-10 python batches in torchvision's layout (cifar-10-batches-py/)."""
     rng = np.random.default_rng(seed)

@@ -17,12 +17,12 @@ from attacks.label_flip import flip_labels
 from attacks.mimic import mimic_update
 from attacks.min_max import min_max_update, min_sum_update
 from attacks.neurotoxin import Neurotoxin, neurotoxin_mask
-from task.data import Dataset, read_splits
+from task.data import Dataset
 from task.models import build_model, init_model
 from task.runconfig import RunConfig
 from task.schema import ConfigError
 from task.training import train_sgd
-from tests.conftest import make_fake_fmnist, typed_config
+from tests.conftest import fake_fmnist_dataset, typed_config
 
 CPU = torch.device("cpu")
 PARTS = tuple(torch.arange(i * 8, (i + 1) * 8) for i in range(6))  # 6 nodes of 8 images
@@ -30,8 +30,7 @@ PARTS = tuple(torch.arange(i * 8, (i + 1) * 8) for i in range(6))  # 6 nodes of 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    root = make_fake_fmnist(tmp_path_factory.mktemp("d") / "fm", n_train=48, n_test=20)
-    return Dataset("fmnist", *read_splits("fmnist", root), root)
+    return fake_fmnist_dataset(tmp_path_factory.mktemp("d") / "fm", n_train=48, n_test=20)
 
 
 def ctx_for(data: Dataset, attack: str, pid: int = 5, **overrides) -> AttackContext:

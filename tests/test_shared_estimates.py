@@ -12,9 +12,9 @@ import torch
 
 from attacks import AttackContext, craft_malicious, shared_estimates
 from attacks.base import flatten_update
-from task.data import Dataset, read_splits
+from task.data import Dataset
 from task.models import build_model, init_model
-from tests.conftest import make_fake_fmnist, typed_config
+from tests.conftest import fake_fmnist_dataset, typed_config
 
 CPU = torch.device("cpu")
 PARTS = tuple(torch.arange(i * 8, (i + 1) * 8) for i in range(6))  # 6 nodes of 8 images
@@ -22,8 +22,7 @@ PARTS = tuple(torch.arange(i * 8, (i + 1) * 8) for i in range(6))  # 6 nodes of 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    root = make_fake_fmnist(tmp_path_factory.mktemp("d") / "fm", n_train=48, n_test=20)
-    return Dataset("fmnist", *read_splits("fmnist", root), root)
+    return fake_fmnist_dataset(tmp_path_factory.mktemp("d") / "fm", n_train=48, n_test=20)
 
 
 @pytest.fixture(autouse=True)
@@ -84,11 +83,6 @@ def test_second_attacker_trains_no_reference_again_and_sends_the_same(
     assert torch.equal(with_sharing, alone)
 
 
-def _other_dataset(tmp_path) -> Dataset:
-    root = make_fake_fmnist(tmp_path / "other", n_train=48, n_test=20, seed=1)
-    return Dataset("fmnist", *read_splits("fmnist", root), root)
-
-
 @pytest.mark.parametrize("change", ["config", "global model", "round", "dataset", "partition"])
 def test_each_thing_the_training_depends_on_is_part_of_the_key(data, tmp_path, change) -> None:
     base = attacker(data, 5)
@@ -101,7 +95,7 @@ def test_each_thing_the_training_depends_on_is_part_of_the_key(data, tmp_path, c
         other = attacker(data, 5)
         other.server_round = 3
     elif change == "dataset":
-        other = attacker(_other_dataset(tmp_path), 5)
+        other = attacker(fake_fmnist_dataset(tmp_path / "o", n_train=48, n_test=20, seed=1), 5)
     else:
         other = attacker(data, 5)
         other.partitions = (*PARTS[:3], PARTS[3][:4], *PARTS[4:])  # same id, other indices

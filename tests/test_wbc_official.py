@@ -106,13 +106,11 @@ def test_official_noise_has_scale_s() -> None:
 
 
 def test_train_sgd_tells_hooks_where_epochs_start(tmp_path: Path) -> None:
-    from task.data import Dataset, read_splits
     from task.models import build_model
     from task.training import train_sgd
-    from tests.conftest import make_fake_fmnist
+    from tests.conftest import fake_fmnist_dataset
 
-    path = make_fake_fmnist(tmp_path, n_train=20, n_test=10)
-    data = Dataset("fmnist", *read_splits("fmnist", path), path)
+    data = fake_fmnist_dataset(tmp_path, n_train=20, n_test=10)
 
     class Count:
         def __init__(self) -> None:
