@@ -38,7 +38,7 @@ from immunefl.experiments import (
     resolve_config,
 )
 from immunefl.matrix import expand_matrix, is_matrix
-from immunefl.submission import RunFailed
+from immunefl.submission import QuietEcho, RunFailed
 from immunefl.sweeps import point_name, run_points
 from immunefl.yamlfile import load_yaml
 from task.datafiles import DataNotFoundError, locate_dataset
@@ -316,9 +316,10 @@ def run_claimed(
     """Run the checked, claimed `configs` (`finished`: points of a resumed sweep that are done
     already); print a sweep's table; the exit code."""
 
-    def echo(line: str) -> None:
-        if not args.quiet or "[immunefl]" in line or "ERROR" in line:
-            print(line, flush=True)
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    echo = QuietEcho(show) if args.quiet else show
 
     try:
         results = (finished or []) + (run_points(configs, args, echo) if configs else [])

@@ -4,7 +4,8 @@
 outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulation` instead:
 
 1. starts ``flower-superlink --simulation`` itself on free loopback ports, in its own process
-   group, with a private ``FLWR_HOME`` and runtime dependency installation disabled;
+   group, with runtime dependency installation disabled and a ``FLWR_HOME`` of its own (below
+   the launcher's, removed on `stop`), where its runs install the app;
 2. submits runs with ``flwr run APP <connection> --stream`` (several runs may reuse one
    SuperLink, e.g. the points of a sweep) and reads each run's final status from ``flwr ls``;
 3. starts the Ray cluster the simulation engine runs its actors on (`RayHead`) at the same
@@ -30,6 +31,7 @@ outlives the run, and `flwr run` exits 0 even when the run failed. `LocalSimulat
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +85,7 @@ class LocalSimulation:
         self.own_ray = "RAY_ADDRESS" not in os.environ if own_ray is None else own_ray
         self.ray: RayHead | None = None
         self.reaper: Reaper | None = None
+        self.server_home: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalSimulation:
@@ -112,8 +115,16 @@ class LocalSimulation:
         # one connection name per SuperLink: launchers sharing a FLWR_HOME never cross wires
         self.connection = f"{CONNECTION_PREFIX}-{self.port}"
         ray = RayHead(self.env, state_dir / f"ray-{self.port}.log") if self.own_ray else None
+        # the SuperLink's own FLWR_HOME, where its simulation processes install the app. Flower
+        # installs a FAB by creating the app's directory, then copying into it, and an installer
+        # that finds the directory there uses it as it is: two SuperLinks sharing one home (a
+        # parallel sweep) had a run import a half-copied app. `flwr run` and the connection
+        # config keep the launcher's FLWR_HOME.
+        self.server_home = state_dir / f"home-{self.port}"
+        self.server_home.mkdir(exist_ok=True)
         # first of all: whatever happens to this process from now on, its federation goes too
-        self.reaper = Reaper(self.tag, [ray.temp_dir] if ray else [], state_dir / "reaper.log")
+        self.reaper = Reaper(self.tag, [*([ray.temp_dir] if ray else []), self.server_home],
+                             state_dir / "reaper.log")  # fmt: skip
         if ray is not None:
             self.ray = ray
             ray.start()
@@ -138,7 +149,8 @@ class LocalSimulation:
             str(state_dir / f"state-{self.port}.db"),
         ]
         self.log_path = state_dir / f"superlink-{self.port}.log"
-        self.process = spawn_logged(command, self.env, self.log_path, cwd=self.flwr_home)
+        server_env = {**self.env, "FLWR_HOME": str(self.server_home)}
+        self.process = spawn_logged(command, server_env, self.log_path, cwd=self.flwr_home)
         self._write_connection()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -171,7 +183,7 @@ class LocalSimulation:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the SuperLink and Ray, then every process still carrying this instance's tag."""
         if self.process is None and self.ray is None:
-            if self.reaper is not None:
+            if self.reaper is not None:  # it removes the SuperLink's home
                 self.reaper.release()
                 self.reaper = None
             return
@@ -184,6 +196,8 @@ class LocalSimulation:
         stop_tagged([self.tag], timeout)
         if self.ray is not None:
             self.ray.remove_files()
+        if self.server_home is not None:
+            shutil.rmtree(self.server_home, ignore_errors=True)  # the installed app, ~14 MB
         if self.reaper is not None:
             self.reaper.release()
         self.process = None

@@ -9,8 +9,8 @@ that pipe; whatever way the launcher ends (normal exit, exception, SIGTERM, SIGK
 kernel closes the write end and the read returns EOF. The reaper then stops every process that
 carries ``IMMUNEFL_SIM_TAG=TAG`` in its environment (SIGTERM, then SIGKILL), sweeping again until
 none is left (a process may be forked while a sweep runs, and a SIGKILLed process may take a
-moment to go), removes the given directories (the Ray head's session files) and exits. After a
-normal stop there is nothing left to do and it exits at once.
+moment to go), removes the given directories (the Ray head's session files, the SuperLink's
+home) and exits. After a normal stop there is nothing left to do and it exits at once.
 
 It imports nothing heavy and carries no tag itself.
 """

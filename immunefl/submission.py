@@ -8,11 +8,13 @@ run's final status from ``flwr ls`` (`RunOutcome`); the callers raise `RunFailed
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +73,55 @@ def is_ours(line: str) -> bool:
     True
     """
     return not any(text in line for text in NOT_OURS)
+
+
+#: a log line's level after an optional ``[N] `` sweep tag and colour code
+_LEVEL = re.compile(r"^(\[\d+\] )?(?:\x1b\[[0-9;]*m)?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+_TAG = re.compile(r"^(\[\d+\] )")
+
+
+class QuietEcho:
+    """``--quiet``: print immunefl's own lines and Flower's errors, nothing else.
+
+    An error comes with its context: the lines held back just before it (up to `context`, e.g.
+    the warning that explains it) and every line after it up to the next log line (the
+    traceback, which has no level of its own). State is kept per ``[N] `` tag, so the runs of
+    a parallel sweep do not mix their contexts.
+
+    >>> out = []; q = QuietEcho(out.append, context=1)
+    >>> for line in ["INFO : a", "WARNING : pool empty", "ERROR : boom", "Traceback", "  x",
+    ...              "INFO : b", "c", "INFO : [immunefl] done"]:
+    ...     q(line)
+    >>> out
+    ['WARNING : pool empty', 'ERROR : boom', 'Traceback', '  x', 'INFO : [immunefl] done']
+    """
+
+    def __init__(self, out: Callable[[str], None] = print, context: int = 20) -> None:
+        self.out = out
+        self.context = context
+        self.held: dict[str, collections.deque[str]] = {}
+        self.in_error: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        tag_match = _TAG.match(line)
+        tag = tag_match.group(1) if tag_match else ""
+        level = _LEVEL.match(line)
+        with self.lock:
+            held = self.held.setdefault(tag, collections.deque(maxlen=self.context))
+            if level is not None:
+                if level.group(2) in ("ERROR", "CRITICAL"):
+                    self.in_error.add(tag)
+                else:
+                    self.in_error.discard(tag)
+            if tag in self.in_error:
+                while held:
+                    self.out(held.popleft())
+                self.out(line)
+            elif "[immunefl]" in line or "ERROR" in line:
+                self.out(line)
+            else:
+                held.append(line)
 
 
 def flwr_env(flwr_home: Path) -> dict[str, str]:

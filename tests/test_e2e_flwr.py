@@ -287,6 +287,10 @@ def test_parallel_sweep_runs_points_at_once_on_separate_superlinks(
     assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
     assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 2
     assert len(list((flwr_home / "superlink").glob("ray-*.log"))) == 2  # a Ray cluster each
+    # ... and a FLWR_HOME each, where its runs install the app (sharing one, a run imported the
+    # app while the other SuperLink's run was still copying it); both removed at the end
+    assert not (flwr_home / "apps").exists()
+    assert not list((flwr_home / "superlink").glob("home-*"))
     assert "[1] " in out.stdout and "[2] " in out.stdout  # each run's lines are tagged
     result = json.loads((tmp_path / "res" / "par" / "sweep.json").read_text())
     assert [p["point"] for p in result["points"]] == [{"seed": 0}, {"seed": 1}]

@@ -84,6 +84,27 @@ def test_the_ray_head_lets_in_only_drivers_holding_its_token(tmp_path: Path) -> 
         head.remove_files()
 
 
+def test_launchers_sharing_a_flwr_home_give_each_superlink_its_own(tmp_path: Path) -> None:
+    """Each SuperLink installs the app in a FLWR_HOME of its own (two sharing one raced on the
+    app's directory), below the launcher's state directory, and removed on stop."""
+    from immunefl.launcher import LocalSimulation
+    from task.schema import PROJECT_ROOT
+
+    def home_of(pid: int) -> Path:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return Path(next(e for e in environ if e.startswith(b"FLWR_HOME=")).decode()[10:])
+
+    shared = tmp_path / "flwr-home"
+    with LocalSimulation(PROJECT_ROOT, shared, own_ray=False) as a, \
+            LocalSimulation(PROJECT_ROOT, shared, own_ray=False) as b:  # fmt: skip
+        assert a.pid is not None and b.pid is not None
+        homes = [home_of(a.pid), home_of(b.pid)]
+        assert homes[0] != homes[1]
+        assert all(h.parent == shared.resolve() / "superlink" and h.is_dir() for h in homes)
+        assert a.env["FLWR_HOME"] == b.env["FLWR_HOME"] == str(shared.resolve())  # `flwr run`'s
+    assert not any(h.exists() for h in homes)
+
+
 def test_a_killed_launcher_is_reaped(tmp_path: Path) -> None:
     """The reaper waits on a pipe; once its holder is gone it stops every tagged process."""
     from immunefl.processes import TAG_VAR, tagged_pids
