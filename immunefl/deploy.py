@@ -219,7 +219,7 @@ class Deployment:
         """
         command = superlink_command(bind_host or self.host, self.port, self.security,
                                     self.state_dir / "superlink.db", secret)  # fmt: skip
-        proc = self._spawn("superlink", "superlink", command)
+        proc = self._spawn("superlink", "superlink", command, self.process_home("superlink"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -238,8 +238,10 @@ class Deployment:
 
     def _start_superexec(self, secret: Path, settle: float = 2.0) -> None:
         """Our ServerApp SuperExec; one refused by the SuperLink exits within `settle` seconds."""
+        # the SuperLink's home: this SuperExec installs the apps of the runs it is given there
         proc = self._spawn("superexec", "superexec",
-                           superexec_command(self.superlink, self.security, secret))  # fmt: skip
+                           superexec_command(self.superlink, self.security, secret),
+                           self.process_home("superlink"))  # fmt: skip
         try:
             proc.wait(timeout=settle)
         except subprocess.TimeoutExpired:
@@ -254,17 +256,18 @@ class Deployment:
         config = {"partition-id": partition_id, "num-partitions": num_partitions, "role": role}
         command = supernode_command(self.superlink, port, config, self.security, key)
         name = f"supernode-{partition_id}"
-        return self._spawn("supernode", name, command, self.supernode_home(name))
+        return self._spawn("supernode", name, command, self.process_home(name))
 
-    def supernode_home(self, name: str) -> Path:
-        """A SuperNode's own FLWR_HOME, where Flower installs the app it is sent.
+    def process_home(self, name: str) -> Path:
+        """The FLWR_HOME of a SuperNode, or of the SuperLink and its ServerApp SuperExec
+        (``superlink``): where Flower installs the app it is sent.
 
-        SuperNodes must not share one: Flower 1.42's ``install_from_fab`` creates the app
-        directory and then copies into it, and a second SuperNode that finds the directory
-        already there imports from it at once, half-copied (our ``task`` without its
-        ``client_app``, say, seen as a shadowed package on a slow machine). It lives in this
-        deployment's state directory, so two deployments of one host (each has its own) never
-        share one either, even for the same partition.
+        No two may share one: Flower 1.42's ``install_from_fab`` creates the app directory and
+        then copies into it, and a second installer that finds the directory already there
+        imports from it at once, half-copied (our ``task`` without its ``client_app``, say,
+        seen as a shadowed package on a slow machine). It lives in this deployment's state
+        directory, so two deployments of one host (each has its own) never share one either,
+        even for the same partition. `flwr run` keeps the user's FLWR_HOME.
         """
         return self.state_dir / "flwr-home" / name
 

@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -120,8 +121,8 @@ class LocalSimulation:
         # that finds the directory there uses it as it is: two SuperLinks sharing one home (a
         # parallel sweep) had a run import a half-copied app. `flwr run` and the connection
         # config keep the launcher's FLWR_HOME.
-        self.server_home = state_dir / f"home-{self.port}"
-        self.server_home.mkdir(exist_ok=True)
+        # a new directory each time: a home a dead launcher left behind is never reused
+        self.server_home = Path(tempfile.mkdtemp(prefix=f"home-{self.port}-", dir=state_dir))
         # first of all: whatever happens to this process from now on, its federation goes too
         self.reaper = Reaper(self.tag, [*([ray.temp_dir] if ray else []), self.server_home],
                              state_dir / "reaper.log")  # fmt: skip

@@ -75,9 +75,12 @@ def is_ours(line: str) -> bool:
     return not any(text in line for text in NOT_OURS)
 
 
-#: a log line's level after an optional ``[N] `` sweep tag and colour code
-_LEVEL = re.compile(r"^(\[\d+\] )?(?:\x1b\[[0-9;]*m)?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
-_TAG = re.compile(r"^(\[\d+\] )")
+#: a line's source: the ``[N] `` tag of a parallel sweep's run, then Ray's prefix for a line of
+#: an actor, e.g. ``(ClientAppActor pid=7)``, which starts every line of its traceback too
+_COLOUR = r"(?:\x1b\[[0-9;]*m)?"
+_SOURCE = re.compile(rf"^(\[\d+\] )?({_COLOUR}\([^()]*pid=\d+[^()]*\){_COLOUR} )?")
+#: the level of a log line, right after its source, possibly in colour
+_LEVEL = re.compile(rf"{_COLOUR}(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 
 
 class QuietEcho:
@@ -85,8 +88,8 @@ class QuietEcho:
 
     An error comes with its context: the lines held back just before it (up to `context`, e.g.
     the warning that explains it) and every line after it up to the next log line (the
-    traceback, which has no level of its own). State is kept per ``[N] `` tag, so the runs of
-    a parallel sweep do not mix their contexts.
+    traceback, which has no level of its own). State is kept per source (the ``[N] `` tag of a
+    parallel sweep's run, Ray's ``(Actor pid=N)`` prefix), so sources do not mix contexts.
 
     >>> out = []; q = QuietEcho(out.append, context=1)
     >>> for line in ["INFO : a", "WARNING : pool empty", "ERROR : boom", "Traceback", "  x",
@@ -104,13 +107,13 @@ class QuietEcho:
         self.lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
-        tag_match = _TAG.match(line)
-        tag = tag_match.group(1) if tag_match else ""
-        level = _LEVEL.match(line)
+        source = _SOURCE.match(line)
+        tag = source.group(0) if source else ""
+        level = _LEVEL.match(line, len(tag))
         with self.lock:
             held = self.held.setdefault(tag, collections.deque(maxlen=self.context))
             if level is not None:
-                if level.group(2) in ("ERROR", "CRITICAL"):
+                if level.group(1) in ("ERROR", "CRITICAL"):
                     self.in_error.add(tag)
                 else:
                     self.in_error.discard(tag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import sys
 from collections.abc import Iterator
@@ -115,6 +116,25 @@ def make_fake_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
         with open(d / name, "wb") as fh:
             pickle.dump(batch, fh)
     return d
+
+
+def processes_of_flwr_home(home: Path) -> dict[int, str]:
+    """pid -> command line of the live processes (other than this one) whose FLWR_HOME is
+    `home` or lies below it: a launcher's processes, and its SuperLinks, which get homes of
+    their own in ``<home>/superlink/``."""
+    home = home.resolve()
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            entries = (d / "environ").read_bytes().split(b"\0")
+            value = next((e[10:] for e in entries if e.startswith(b"FLWR_HOME=")), None)
+            if value is not None and Path(value.decode()).is_relative_to(home):
+                found[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def typed_config(**overrides) -> RunConfig:

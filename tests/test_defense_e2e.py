@@ -14,7 +14,7 @@ import torch
 from server_app.checkpoint import load_checkpoint
 from server_app.results import TIMING_KEYS
 from task.schema import PROJECT_ROOT
-from tests.test_e2e_flwr import SMOKE, _launch, _processes_with_env, _rows
+from tests.test_e2e_flwr import SMOKE, _launch, _processes_of, _rows
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_foolsgold_sigkill_then_resume_is_identical(tmp_path: Path, fmnist_dir: 
     proc.kill()  # the launcher's reaper takes the federation with it
     proc.wait(timeout=30)
     deadline = time.monotonic() + 90
-    while _processes_with_env(f"FLWR_HOME={home.resolve()}") and time.monotonic() < deadline:
+    while _processes_of(home) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not (run_dir / "summary.json").exists()  # it really died mid-way
     ckpt = load_checkpoint(run_dir)

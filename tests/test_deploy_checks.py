@@ -199,12 +199,16 @@ def test_a_superexec_without_the_secret_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_supernode_gets_its_own_flwr_home(tmp_path: Path, monkeypatch) -> None:
-    """Flower installs the app a SuperNode is sent into FLWR_HOME/apps, creating the directory
-    before copying into it: SuperNodes sharing one import each other's half-copied app."""
+    """Flower installs the app a SuperNode (or the ServerApp's SuperExec) is sent into
+    FLWR_HOME/apps, creating the directory before copying into it: processes sharing one import
+    each other's half-copied app."""
     seen: dict[str, str] = {}
 
     class Proc:
         pid = 1
+
+        def wait(self, timeout: float) -> int:
+            raise subprocess.TimeoutExpired("superexec", timeout)  # it stays up
 
     def fake_spawn(command, env, log_path, cwd=None):  # noqa: ANN001, ANN202
         seen[f"{log_path.parent.name}/{log_path.stem}"] = env["FLWR_HOME"]
@@ -218,7 +222,9 @@ def test_every_supernode_gets_its_own_flwr_home(tmp_path: Path, monkeypatch) -> 
         for pid in (0, 1, 2):
             dep.start_supernode(pid, 3, "benign", 9100 + pid)
             homes.append(Path(seen[f"{state}/supernode-{pid}"]))
-    assert len(set(homes)) == 6
+        dep._start_superexec(tmp_path / "secret")
+        homes.append(Path(seen[f"{state}/superexec"]))
+    assert len(set(homes)) == 8
     assert all(h.parent.parent in {(tmp_path / s).resolve() for s in ("state", "other")}
                for h in homes)  # fmt: skip
     assert dep.env["FLWR_HOME"] == str((tmp_path / "flwr").resolve())  # the CLI's stays shared

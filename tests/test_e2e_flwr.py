@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -12,22 +11,14 @@ from pathlib import Path
 import pytest
 
 from task.schema import PROJECT_ROOT
+from tests.conftest import processes_of_flwr_home
 
 pytestmark = pytest.mark.slow
 
 
-def _processes_with_env(entry: str) -> list[str]:
-    """Command lines of live processes whose environment contains `entry` exactly."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if entry.encode() in (d / "environ").read_bytes().split(b"\0"):
-                found.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return found
+def _processes_of(home: Path) -> list[str]:
+    """Command lines of the live processes of the launcher whose FLWR_HOME is `home`."""
+    return list(processes_of_flwr_home(home).values())
 
 
 RAY_POINTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
@@ -50,7 +41,7 @@ def _launch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=900,
         cwd=PROJECT_ROOT,
     )
-    leftovers = _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    leftovers = _processes_of(flwr_home)
     assert not leftovers, f"processes left running after the launcher exited: {leftovers}"
     # each launcher ran one Ray head beside its SuperLink and left nothing that redirects Ray
     logs = flwr_home / "superlink"
@@ -250,7 +241,7 @@ def test_sweep_runs_every_point_on_one_superlink(tmp_path: Path, fmnist_dir: Pat
         capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    assert not _processes_of(flwr_home)
     assert out.stdout.count("Using SuperLink") == 1  # one Flower run for both points ...
     assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 1  # ... one SuperLink
     assert len(list((flwr_home / "superlink").glob("ray-*.log"))) == 1  # ... one Ray cluster
@@ -284,7 +275,7 @@ def test_parallel_sweep_runs_points_at_once_on_separate_superlinks(
         capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert not _processes_with_env(f"FLWR_HOME={flwr_home.resolve()}")
+    assert not _processes_of(flwr_home)
     assert len(list((flwr_home / "superlink").glob("superlink-*.log"))) == 2
     assert len(list((flwr_home / "superlink").glob("ray-*.log"))) == 2  # a Ray cluster each
     # ... and a FLWR_HOME each, where its runs install the app (sharing one, a run imported the

@@ -17,6 +17,7 @@ import pytest
 
 from immunefl.processes import free_port
 from task.schema import PROJECT_ROOT
+from tests.conftest import processes_of_flwr_home
 
 
 def _address(hexaddr: str, v6: bool) -> tuple[str, int]:
@@ -40,20 +41,6 @@ def listening_sockets() -> dict[str, tuple[str, int]]:
             if fields[3] == "0A":  # TCP_LISTEN
                 table[fields[9]] = _address(fields[1], v6)
     return table
-
-
-def processes_with_env(entry: str) -> dict[int, str]:
-    """pid -> command line of the live processes whose environment holds `entry` exactly."""
-    found = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if entry.encode() in (d / "environ").read_bytes().split(b"\0"):
-                found[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-    return found
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -107,7 +94,7 @@ def test_every_port_of_a_local_run_listens_on_loopback_only(
     deadline = time.monotonic() + 600
     while run.poll() is None and time.monotonic() < deadline:
         table = listening_sockets()
-        for pid, cmd in processes_with_env(f"FLWR_HOME={home}").items():
+        for pid, cmd in processes_of_flwr_home(home).items():
             for inode in socket_inodes(pid) & set(table):
                 seen.setdefault(table[inode], cmd)  # whole: a deep checkout path is long
         time.sleep(0.3)

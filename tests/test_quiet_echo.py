@@ -51,3 +51,15 @@ def test_the_runs_of_a_parallel_sweep_keep_their_own_context() -> None:
     ]
     assert _feed(lines) == ["[2] INFO : run two starts", "[2] ERROR : run two failed",
                             "[2] Traceback (most recent call last):"]  # fmt: skip
+
+
+def test_an_actors_error_keeps_its_traceback_beside_the_drivers_lines() -> None:
+    actor = "\x1b[36m(ClientAppActor pid=7)\x1b[0m "
+    lines = [
+        f"[1] {actor}{RED}ERROR {RESET}: the ClientApp raised",
+        "[1] INFO :      the driver goes on",
+        f"[1] {actor}Traceback (most recent call last):",
+        f"[1] {actor}ValueError: bad",
+        "[1] driver noise",
+    ]
+    assert _feed(lines) == [lines[0], lines[2], lines[3]]

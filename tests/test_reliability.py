@@ -15,7 +15,7 @@ import torch
 from client_app.faults import random_failure
 from server_app.results import TIMING_KEYS
 from task.schema import PROJECT_ROOT
-from tests.test_e2e_flwr import _launch, _processes_with_env, _rows
+from tests.test_e2e_flwr import _launch, _processes_of, _rows
 
 pytestmark = pytest.mark.slow
 TIMING = TIMING_KEYS
@@ -71,23 +71,25 @@ def test_sigkill_then_resume_is_identical_to_an_uninterrupted_run(
         if len(rows) >= 2 and (run_dir / "checkpoint.pt").exists():
             break
         time.sleep(0.2)
-    cmdlines = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    cmdlines = _processes_of(home)
     head = next(c for c in cmdlines if "--temp-dir" in c)  # `ray start --head ... --temp-dir D`
     ray_dir = Path(head.split("--temp-dir ")[1].split()[0])
     assert ray_dir.is_dir()
     proc.kill()  # only the launcher: its reaper must take the whole federation with it
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    left = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+    left = _processes_of(home)
     deadline = time.monotonic() + 90  # SIGTERM grace + SIGKILL: bounded, never a timing claim
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
-        left = _processes_with_env(f"FLWR_HOME={home.resolve()}")
+        left = _processes_of(home)
     assert not left, f"the killed launcher's federation lives on: {left}"
     deadline = time.monotonic() + 30
-    while ray_dir.exists() and time.monotonic() < deadline:
+    homes = (home / "superlink").glob
+    while (ray_dir.exists() or list(homes("home-*"))) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not ray_dir.exists()  # the reaper also removed the Ray head's session files
+    assert not list(homes("home-*"))  # ... and the SuperLink's own FLWR_HOME
     assert not (run_dir / "summary.json").exists()  # it really died mid-way
 
     resumed = _launch(tmp_path / "b", "--resume", str(run_dir), "--quiet")
