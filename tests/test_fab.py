@@ -1,6 +1,7 @@
 """What `flwr run` ships (the FAB): the apps' code and schema, never the results that collect in
 the project directory. Flower refuses a FAB over 10 MB, and its default takes every .json and
-.jsonl below the project: committed results (docs/data) once broke every run in CI this way."""
+.jsonl below the project that .gitignore does not name: committed results (docs/data) once broke
+every run in CI this way."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def test_the_fab_carries_every_module_of_the_apps_and_the_schema_and_no_data() -
         missing = _sources(PROJECT_ROOT, package) - names
         assert not missing, f"modules of {package} not in the FAB: {sorted(missing)}"
     assert "task/schema.toml" in names  # the ClientApp and ServerApp read it at import
+    assert "examples/plugins/my_plugins.py" in names  # a plugin module in the project travels
     other = {n for n in names if not n.endswith(".py")} - FAB_OVERHEAD
     assert other == {"task/schema.toml"}, sorted(other)
 
@@ -54,10 +56,10 @@ def _project_copy(dst: Path, with_fab_include: bool) -> Path:
 
 
 def _fill_with_results(project: Path, mib: int) -> None:
-    """Run outputs as a user's checkout collects them: results/ and committed docs/data."""
+    """Run outputs that no .gitignore names: committed docs/data, a results-dir of one's own."""
     chunk = base64.b64encode(os.urandom(1024 * 1024)).decode()  # ~1.3 MiB, barely compressible
     for i in range(mib):
-        run = project / ("results" if i % 2 else "docs/data") / f"run-{i}"
+        run = project / ("runs" if i % 2 else "docs/data") / f"run-{i}"
         run.mkdir(parents=True)
         (run / "rounds.jsonl").write_text(f'{{"blob": "{chunk}"}}\n')
         (run / "summary.json").write_text('{"asr": 0.5}')
@@ -69,7 +71,7 @@ def test_results_in_the_project_stay_out_of_the_fab(tmp_path: Path) -> None:
     fab = build_fab_from_disk(project)
     assert len(fab) < FAB_MAX_SIZE // 4
     names = _names(fab)
-    assert not {n for n in names if n.startswith(("results/", "docs/"))}
+    assert not {n for n in names if n.startswith(("runs/", "docs/"))}
     assert "task/schema.toml" in names and "server_app/app.py" in names
 
 
